@@ -1,0 +1,1 @@
+"""Core: settings, database, Kafka runner, signal catalog, registry, auth, errors, CLI."""

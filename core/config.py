@@ -1,0 +1,106 @@
+"""One settings class for the whole product (environment prefix ``FLEET_``).
+
+``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` are also read without the prefix because
+they are the names operators and platforms (Helm, CI) conventionally set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me-in-production"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field is documented in ``docs/configuration.md``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: str = PLACEHOLDER_SECRET
+
+    data_dir: Path = Path("var")
+    database_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("FLEET_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL; empty means a SQLite file under data_dir.",
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="",
+        validation_alias=AliasChoices("FLEET_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Existing cluster; empty means the local broker started by `fleet kafka up`.",
+    )
+    kafka_local_port: int = 9092
+    kafka_local_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    kafka_cache_dir: Path = Path.home() / ".cache" / "fleet-backend" / "kafka"
+    kafka_heap: str = "768m"
+    topic_partitions: int = 6
+
+    telemetry_topic: str = "telemetry.v1"
+    telemetry_dlq_topic: str = "telemetry.dlq"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    produce_timeout_s: float = 5.0
+    credential_cache_ttl_s: float = 10.0
+
+    ingest_max_body_bytes: int = 1_048_576
+    ingest_max_decompressed_bytes: int = 8_388_608
+    ingest_max_samples: int = 1000
+    ingest_max_signals_per_sample: int = 256
+    ingest_max_future_skew_s: int = 300
+    ingest_max_age_s: int = 30 * 24 * 3600
+
+    archive_url: str = Field(default="", description="Directory or pyarrow filesystem URL.")
+    archive_roll_bytes: int = 64 * 1024 * 1024
+    archive_roll_seconds: float = 30.0
+
+    consumer_max_records: int = 2000
+    consumer_poll_timeout_ms: int = 500
+    dlq_max_invalid_ratio: float = 0.5
+    dlq_min_messages: int = 200
+
+    vss_catalog_path: Path | None = Field(
+        default=None, description="Optional full VSS JSON export to validate any VSS signal."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment == "production" and self.secret_key == PLACEHOLDER_SECRET:
+            raise ValueError("FLEET_SECRET_KEY must be set to a real secret in production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the common postgres:// and postgresql:// forms; we ship psycopg 3.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix):]
+            return url
+        return f"sqlite:///{(self.data_dir / 'fleet.db').as_posix()}"
+
+    @property
+    def archive_location(self) -> str:
+        return self.archive_url or str(self.data_dir / "archive")
+
+    @property
+    def kafka_is_local(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_local_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

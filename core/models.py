@@ -1,0 +1,4 @@
+"""Imports every table so ``SQLModel.metadata`` is complete (Alembic, tests)."""
+
+from core.auth.models import ApiCredential, Principal  # noqa: F401
+from core.vehicles.models import Ecu, Vehicle  # noqa: F401

@@ -1,0 +1,354 @@
+"""The Kafka runner shared by every worker, and the producer every component uses.
+
+Delivery rules (``docs/topics.md``):
+
+* Producers are idempotent with ``acks=all``; a write is acknowledged to a caller only after
+  Kafka acknowledged it.
+* Consumers run with auto-commit off, read ``getmany`` batches, hand them to a handler, send
+  dead letters (original bytes plus reason headers) and await their acknowledgement, and only
+  then commit the offsets the handler reports as durable. A handler that buffers (the Parquet
+  archive) reports durability later; nothing is committed before it is stored.
+* A rebalance listener flushes and commits finished work before partitions move.
+* A limit on the invalid ratio stops a worker instead of dead-lettering a whole bad deploy.
+* SIGTERM (or ``stop()``) drains: the current batch finishes, the handler flushes, offsets are
+  committed, the consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from core.config import Settings
+from core.telemetry import (
+    DLQ_DETAIL,
+    DLQ_FAILED_AT,
+    DLQ_GROUP,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+)
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all). Start it in a lifespan, never at import."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 1_048_576,
+        "max_request_size": max(2 * settings.ingest_max_decompressed_bytes, 1_048_576),
+        "request_timeout_ms": 30_000,
+        "client_id": f"fleet-{os.getpid()}",
+    }
+    config.update(overrides)
+    return AIOKafkaProducer(**config)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record that cannot be processed, with a stable reason code and a human detail."""
+
+    record: ConsumerRecord
+    reason: str
+    detail: Any = None
+
+
+@dataclass
+class HandlerResult:
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    processed: int = 0
+    duplicates: int = 0
+
+
+class BatchHandler:
+    """What a worker implements. The default reports everything processed as durable, which is
+    right for handlers that store results synchronously (a database transaction per batch)."""
+
+    def __init__(self) -> None:
+        self._processed_up_to: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        """Open connections (database engine, files). Called once before consuming."""
+
+    async def close(self) -> None:
+        """Release resources. Called once after the final commit."""
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Load per-partition state before the first batch of a newly assigned partition."""
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Forget per-partition state after the runner flushed and committed it."""
+        for tp in partitions:
+            self._processed_up_to.pop(tp, None)
+
+    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> HandlerResult:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Make everything processed so far durable (called before commit on revoke/stop)."""
+
+    async def tick(self) -> None:
+        """Called after every poll, with or without records (time-based flushing)."""
+
+    def mark_processed(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        for tp, records in batch.items():
+            if records:
+                self._processed_up_to[tp] = records[-1].offset + 1
+
+    def durable_offsets(self) -> dict[TopicPartition, int]:
+        """Next offset per partition that is safe to commit (everything before it is stored)."""
+        return dict(self._processed_up_to)
+
+
+class DlqLimitExceeded(RuntimeError):
+    """The worker refused to continue: too many records would be dead-lettered."""
+
+
+class InvalidRatioLimit:
+    """Sliding window over the last ``window`` records (after ``min_messages`` have been seen):
+    more than ``max_ratio`` invalid stops the worker (after arroyo's ``DlqLimit``)."""
+
+    def __init__(self, max_ratio: float, min_messages: int, window: int = 1000) -> None:
+        self.max_ratio = max_ratio
+        self.min_messages = min_messages
+        self._window: collections.deque[tuple[int, int]] = collections.deque()
+        self._valid = 0
+        self._invalid = 0
+        self._window_size = max(window, min_messages)
+
+    def record(self, valid: int, invalid: int) -> None:
+        self._window.append((valid, invalid))
+        self._valid += valid
+        self._invalid += invalid
+        while self._window and self._valid + self._invalid - sum(self._window[0]) >= self._window_size:
+            v, i = self._window.popleft()
+            self._valid -= v
+            self._invalid -= i
+        total = self._valid + self._invalid
+        if total >= self.min_messages and self._invalid / total > self.max_ratio:
+            raise DlqLimitExceeded(
+                f"{self._invalid} of the last {total} records were invalid "
+                f"(limit {self.max_ratio:.0%}); stopping instead of dead-lettering them"
+            )
+
+
+@dataclass
+class RunnerStats:
+    consumed: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    commits: int = 0
+    batches: int = 0
+    rebalances: int = 0
+    started_at: float = field(default_factory=time.time)
+    last_poll_at: float = 0.0
+    lag: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": self.consumed,
+            "processed": self.processed,
+            "dead_lettered": self.dead_lettered,
+            "duplicates": self.duplicates,
+            "commits": self.commits,
+            "batches": self.batches,
+            "rebalances": self.rebalances,
+            "started_at": self.started_at,
+            "last_poll_at": self.last_poll_at,
+            "lag": self.lag,
+            "pid": os.getpid(),
+        }
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: KafkaRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = set(revoked)
+        if revoked:
+            await self.runner.flush_and_commit()
+            await self.runner.handler.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = set(assigned)
+        self.runner.stats.rebalances += 1
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        if assigned:
+            await self.runner.handler.on_assigned(assigned)
+
+
+class KafkaRunner:
+    """Consume ``topics`` as consumer group ``group_id`` and feed batches to ``handler``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str,
+        topics: Sequence[str],
+        group_id: str,
+        handler: BatchHandler,
+        dlq_topic: str | None,
+        stats_path: Path | None = None,
+        max_records: int | None = None,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.topics = list(topics)
+        self.group_id = group_id
+        self.handler = handler
+        self.dlq_topic = dlq_topic
+        self.stats = RunnerStats()
+        self.stats_path = stats_path
+        self.max_records = max_records or settings.consumer_max_records
+        self.auto_offset_reset = auto_offset_reset
+        self.limit = InvalidRatioLimit(settings.dlq_max_invalid_ratio, settings.dlq_min_messages)
+        self._stopping = asyncio.Event()
+        self._committed: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to drain and stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self, *, until_idle_s: float | None = None) -> RunnerStats:
+        """Run until ``stop()`` (or, for tests and batch jobs, until no record arrived for
+        ``until_idle_s`` seconds)."""
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.auto_offset_reset,
+            max_partition_fetch_bytes=4 * 1_048_576,
+            fetch_max_bytes=32 * 1_048_576,
+            client_id=f"fleet-{self.name}-{os.getpid()}",
+            isolation_level="read_committed",
+        )
+        self.producer = make_producer(self.settings) if self.dlq_topic else None
+        await self.handler.start()
+        await self.consumer.start()
+        if self.producer:
+            await self.producer.start()
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        idle_since = time.monotonic()
+        last_stats = 0.0
+        try:
+            while not self._stopping.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.settings.consumer_poll_timeout_ms, max_records=self.max_records
+                )
+                self.stats.last_poll_at = time.time()
+                if batch:
+                    idle_since = time.monotonic()
+                    await self._handle(batch)
+                elif until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
+                    break
+                await self.handler.tick()
+                await self.commit_durable()
+                if time.monotonic() - last_stats > 1.0:
+                    last_stats = time.monotonic()
+                    self._update_lag()
+                    self.write_stats()
+            await self.flush_and_commit()
+        finally:
+            self._update_lag()
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            if self.producer:
+                with contextlib.suppress(Exception):
+                    await self.producer.stop()
+            await self.handler.close()
+            self.write_stats()
+        return self.stats
+
+    async def _handle(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        count = sum(len(records) for records in batch.values())
+        self.stats.consumed += count
+        self.stats.batches += 1
+        result = await self.handler.process(batch)
+        self.limit.record(count - len(result.dead_letters), len(result.dead_letters))
+        if result.dead_letters:
+            await self._dead_letter(result.dead_letters)
+        self.stats.processed += result.processed
+        self.stats.duplicates += result.duplicates
+        self.stats.dead_lettered += len(result.dead_letters)
+
+    async def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        assert self.producer is not None and self.dlq_topic is not None
+        futures = []
+        now = str(int(time.time() * 1000)).encode()
+        for letter in letters:
+            record = letter.record
+            headers = list(record.headers or ()) + [
+                (DLQ_REASON, letter.reason.encode()),
+                (DLQ_DETAIL, json.dumps(letter.detail, default=str).encode()),
+                (DLQ_TOPIC, record.topic.encode()),
+                (DLQ_PARTITION, str(record.partition).encode()),
+                (DLQ_OFFSET, str(record.offset).encode()),
+                (DLQ_GROUP, self.group_id.encode()),
+                (DLQ_FAILED_AT, now),
+            ]
+            futures.append(
+                await self.producer.send(
+                    self.dlq_topic, value=record.value, key=record.key, headers=headers
+                )
+            )
+        await asyncio.gather(*futures)  # durable before the source offsets may be committed
+
+    async def commit_durable(self) -> None:
+        assert self.consumer is not None
+        offsets = {
+            tp: off
+            for tp, off in self.handler.durable_offsets().items()
+            if off > self._committed.get(tp, -1) and tp in self.consumer.assignment()
+        }
+        if not offsets:
+            return
+        await self.consumer.commit(offsets)
+        self._committed.update(offsets)
+        self.stats.commits += 1
+
+    async def flush_and_commit(self) -> None:
+        await self.handler.flush()
+        await self.commit_durable()
+
+    def _update_lag(self) -> None:
+        if self.consumer is None:
+            return
+        lag: dict[str, int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            committed = self._committed.get(tp)
+            if high is not None and committed is not None:
+                lag[f"{tp.topic}:{tp.partition}"] = max(high - committed, 0)
+        self.stats.lag = lag
+
+    def write_stats(self) -> None:
+        """Write counters for ``fleet run``/``fleet demo`` status (atomically)."""
+        if self.stats_path is None:
+            return
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.stats_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"worker": self.name, **self.stats.as_dict()}))
+        tmp.replace(self.stats_path)

@@ -1,0 +1,187 @@
+"""Validation of telemetry messages against the signal catalog.
+
+One implementation serves the HTTP ingest (which answers 4xx with per-field errors) and the
+validation stage on the bus (which dead-letters with the same reasons), so a record that the
+API refuses is exactly a record that the consumer dead-letters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from core.signals import SignalSpec, integer_bounds
+from core.telemetry import SCHEMA_VERSION, TelemetryMessage
+from core.vin import vin_problem
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    loc: tuple[str | int, ...]
+    type: str
+    msg: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"loc": list(self.loc), "type": self.type, "msg": self.msg}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_samples: int = 1000
+    max_signals_per_sample: int = 256
+    max_future_skew_ms: int = 300_000
+    max_age_ms: int = 30 * 24 * 3600 * 1000
+    max_message_id_len: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: object) -> Limits:
+        return cls(
+            max_samples=settings.ingest_max_samples,  # type: ignore[attr-defined]
+            max_signals_per_sample=settings.ingest_max_signals_per_sample,  # type: ignore[attr-defined]
+            max_future_skew_ms=settings.ingest_max_future_skew_s * 1000,  # type: ignore[attr-defined]
+            max_age_ms=settings.ingest_max_age_s * 1000,  # type: ignore[attr-defined]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    kind: str
+    lo: float | None
+    hi: float | None
+    allowed: frozenset[str] | None
+    unit: str | None
+
+
+class Validator:
+    """Checks messages against a catalog; build once, reuse for every message."""
+
+    def __init__(self, catalog: Mapping[str, SignalSpec], limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._rules: dict[str, _Rule] = {}
+        for path, spec in catalog.items():
+            lo, hi = spec.min, spec.max
+            bounds = integer_bounds(spec.datatype)
+            if bounds is not None:
+                lo = bounds[0] if lo is None else max(lo, bounds[0])
+                hi = bounds[1] if hi is None else min(hi, bounds[1])
+            allowed = frozenset(spec.allowed) if spec.allowed else None
+            self._rules[path] = _Rule(spec.kind, lo, hi, allowed, spec.unit)
+
+    def validate(self, message: TelemetryMessage, now_ms: int, max_errors: int = 50) -> list[FieldError]:
+        """All problems in ``message`` (at most ``max_errors``); empty means valid."""
+        errors: list[FieldError] = []
+        limits = self.limits
+        if message.v != SCHEMA_VERSION:
+            errors.append(FieldError(("v",), "unsupported_version",
+                                     f"schema version {message.v} is not supported (expected {SCHEMA_VERSION})"))
+        problem = vin_problem(message.vin)
+        if problem:
+            errors.append(FieldError(("vin",), "invalid_vin", problem))
+        if not 1 <= len(message.message_id) <= limits.max_message_id_len:
+            errors.append(FieldError(("message_id",), "invalid_length",
+                                     f"message_id must have 1 to {limits.max_message_id_len} characters"))
+        if message.seq < 0:
+            errors.append(FieldError(("seq",), "out_of_range", "seq must be >= 0"))
+        samples = message.samples
+        if not samples:
+            errors.append(FieldError(("samples",), "empty", "at least one sample is required"))
+        elif len(samples) > limits.max_samples:
+            errors.append(FieldError(("samples",), "too_many",
+                                     f"{len(samples)} samples; at most {limits.max_samples} per message"))
+            return errors
+        earliest = now_ms - limits.max_age_ms
+        latest = now_ms + limits.max_future_skew_ms
+        rules = self._rules
+        for i, sample in enumerate(samples):
+            ts = sample.ts
+            if ts > latest:
+                errors.append(FieldError(("samples", i, "ts"), "in_future",
+                                         f"timestamp {ts} is {(ts - now_ms) / 1000:.0f} s in the future "
+                                         f"(allowed skew {limits.max_future_skew_ms // 1000} s)"))
+            elif ts < earliest:
+                errors.append(FieldError(("samples", i, "ts"), "too_old",
+                                         f"timestamp {ts} is older than {limits.max_age_ms // 86_400_000} days"))
+            signals = sample.signals
+            if not signals:
+                errors.append(FieldError(("samples", i, "signals"), "empty", "a sample needs at least one signal"))
+            elif len(signals) > limits.max_signals_per_sample:
+                errors.append(FieldError(("samples", i, "signals"), "too_many",
+                                         f"{len(signals)} signals; at most {limits.max_signals_per_sample}"))
+                continue
+            for path, value in signals.items():
+                rule = rules.get(path)
+                if rule is None:
+                    errors.append(FieldError(("samples", i, "signals", path), "unknown_signal",
+                                             f"{path!r} is not in the signal catalog"))
+                else:
+                    msg = _check_value(rule, value)
+                    if msg is not None:
+                        errors.append(FieldError(("samples", i, "signals", path), msg[0], msg[1]))
+            if len(errors) >= max_errors:
+                return errors[:max_errors]
+        return errors
+
+
+def _check_value(rule: _Rule, value: object) -> tuple[str, str] | None:
+    kind = rule.kind
+    vt = type(value)
+    if kind == "float":
+        if vt is not float and vt is not int:
+            return "wrong_type", f"expected a number, got {_json_type(value)}"
+        if vt is float and not math.isfinite(value):  # type: ignore[arg-type]
+            return "wrong_type", "expected a finite number"
+    elif kind == "int":
+        if vt is not int:
+            return "wrong_type", f"expected an integer, got {_json_type(value)}"
+    elif kind == "bool":
+        return None if vt is bool else ("wrong_type", f"expected a boolean, got {_json_type(value)}")
+    elif kind == "string":
+        if vt is not str:
+            return "wrong_type", f"expected a string, got {_json_type(value)}"
+        if rule.allowed is not None and value not in rule.allowed:
+            return "not_allowed", f"{value!r} is not one of {sorted(rule.allowed)}"
+        return None
+    else:  # string_list
+        if vt is not list or not all(type(v) is str for v in value):  # type: ignore[attr-defined]
+            return "wrong_type", f"expected a list of strings, got {_json_type(value)}"
+        return None
+    unit = f" {rule.unit}" if rule.unit else ""
+    if rule.lo is not None and value < rule.lo:  # type: ignore[operator]
+        return "out_of_range", f"{value}{unit} is below the minimum {rule.lo:g}{unit}"
+    if rule.hi is not None and value > rule.hi:  # type: ignore[operator]
+        return "out_of_range", f"{value}{unit} is above the maximum {rule.hi:g}{unit}"
+    return None
+
+
+def _json_type(value: object) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            type(None): "null", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def decode_errors(exc: msgspec.MsgspecError) -> list[FieldError]:
+    """Turn a msgspec decode failure into a field error (msgspec names the JSON path)."""
+    text = str(exc)
+    loc: tuple[str | int, ...] = ("body",)
+    if " - at `$" in text:
+        text, _, path = text.partition(" - at `$")
+        loc = ("body", *_parse_path(path.rstrip("`")))
+    kind = "invalid_field" if isinstance(exc, msgspec.ValidationError) else "invalid_json"
+    return [FieldError(loc, kind, text)]
+
+
+def _parse_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in path.replace("]", "").split("["):
+        for name in chunk.split("."):
+            if not name:
+                continue
+            if name.startswith("'") or name.startswith('"'):
+                parts.append(name.strip("'\""))
+            elif name.isdigit():
+                parts.append(int(name))
+            else:
+                parts.append(name)
+    return parts

@@ -1,0 +1,179 @@
+"""The validate-and-archive worker (``fleet worker archive``).
+
+It is the validation stage for everything on ``telemetry.v1``, whether it came through the HTTP
+ingest or straight from a vehicle: records that do not decode or validate go to
+``telemetry.dlq`` with the reason; valid messages are deduplicated on ``(vin, message_id)`` and
+written to the Parquet archive. Offsets are committed only after a roll is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from core.config import Settings
+from core.runner import BatchHandler, DeadLetter, HandlerResult
+from core.signals import merged_catalog
+from core.telemetry import decode
+from ingestion.archive import ParquetArchive, RowBuffer
+from ingestion.validation import Limits, Validator, decode_errors
+
+log = logging.getLogger(__name__)
+
+DEDUP_WINDOW_S = 6 * 3600
+
+
+class ArchiveHandler(BatchHandler):
+    def __init__(
+        self,
+        archive: ParquetArchive,
+        validator: Validator,
+        *,
+        roll_bytes: int,
+        roll_seconds: float,
+        dedup_window_s: int = DEDUP_WINDOW_S,
+    ) -> None:
+        super().__init__()
+        self.archive = archive
+        self.validator = validator
+        self.roll_bytes = roll_bytes
+        self.roll_seconds = roll_seconds
+        self.dedup_window_s = dedup_window_s
+        self.coverage: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self.stored: dict[tuple[str, str], tuple[int, int]] = {}
+        self.buffer = RowBuffer()
+        self.buffer_keys: dict[tuple[str, str], tuple[int, int]] = {}
+        self.pending: dict[TopicPartition, int] = {}
+        self.durable: dict[TopicPartition, int] = {}
+        self.replays_skipped = 0
+        self.archived_messages = 0
+        self.rolls = 0
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        since = int((time.time() - self.dedup_window_s) * 1000)
+        manifests = await asyncio.to_thread(self.archive.manifests, since)
+        renamed = await asyncio.to_thread(self.archive.recover, manifests)
+        if renamed:
+            log.warning("rolled forward %d archive files of interrupted rolls", renamed)
+        for manifest in manifests:
+            for r in manifest["ranges"]:
+                key = (r["topic"], r["partition"])
+                if key in keys:
+                    self.coverage.setdefault(key, []).append((r["first"], r["last"]))
+        stored = await asyncio.to_thread(self.archive.stored_keys, manifests, keys)
+        self.stored.update(stored)
+        log.info("archive state loaded: %d rolls, %d message keys", len(manifests), len(stored))
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        await super().on_revoked(partitions)
+        for tp in partitions:
+            self.coverage.pop((tp.topic, tp.partition), None)
+            self.pending.pop(tp, None)
+            self.durable.pop(tp, None)
+        gone = {tp.partition for tp in partitions}
+        self.stored = {k: v for k, v in self.stored.items() if v[0] not in gone}
+
+    def _covered(self, topic: str, partition: int, offset: int) -> bool:
+        return any(first <= offset <= last for first, last in self.coverage.get((topic, partition), ()))
+
+    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> HandlerResult:
+        result = HandlerResult()
+        now_ms = int(time.time() * 1000)
+        for tp, records in batch.items():
+            for record in records:
+                self._process_record(record, now_ms, result)
+            if records:
+                self.pending[tp] = records[-1].offset + 1
+        await self.tick()
+        return result
+
+    def _process_record(self, record: ConsumerRecord, now_ms: int, result: HandlerResult) -> None:
+        topic, partition, offset = record.topic, record.partition, record.offset
+        if self._covered(topic, partition, offset):
+            self.replays_skipped += 1
+            return
+        letter = self._check(record, now_ms)
+        if isinstance(letter, DeadLetter):
+            result.dead_letters.append(letter)
+            self.buffer.note_offset(topic, partition, offset)
+            return
+        message = letter
+        key = (message.vin, message.message_id)
+        here = (partition, offset)
+        previous = self.stored.get(key) or self.buffer_keys.get(key)
+        if previous is not None and previous != here:
+            result.duplicates += 1
+            self.buffer.note_offset(topic, partition, offset)
+            return
+        self.buffer.add(
+            message,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            received_at=record.timestamp,
+            catalog=self.archive.catalog,
+            size=len(record.value or b""),
+        )
+        self.buffer_keys[key] = here
+        result.processed += 1
+
+    def _check(self, record: ConsumerRecord, now_ms: int) -> Any:
+        if not record.value:
+            return DeadLetter(record, "empty_value", "record has no value")
+        try:
+            message = decode(record.value)
+        except msgspec.MsgspecError as exc:
+            errors = decode_errors(exc)
+            return DeadLetter(record, errors[0].type, [e.as_dict() for e in errors])
+        # Late data is legitimate on the bus (store-and-forward): judge age by when Kafka got it.
+        reference_ms = record.timestamp if record.timestamp and record.timestamp > 0 else now_ms
+        errors = self.validator.validate(message, reference_ms)
+        if errors:
+            return DeadLetter(record, errors[0].type, [e.as_dict() for e in errors[:20]])
+        if record.key is not None and record.key != message.vin.encode():
+            return DeadLetter(record, "key_mismatch", "record key must be the message's VIN")
+        return message
+
+    async def tick(self) -> None:
+        due = (
+            self.buffer.approx_bytes >= self.roll_bytes
+            or (time.monotonic() - self.buffer.opened_at >= self.roll_seconds)
+        )
+        if due and (self.buffer.ranges or self.pending):
+            await self.roll()
+
+    async def roll(self) -> None:
+        buffer, keys, pending = self.buffer, self.buffer_keys, dict(self.pending)
+        self.buffer, self.buffer_keys = RowBuffer(), {}
+        if buffer.ranges:
+            rolled = await asyncio.to_thread(self.archive.write_roll, buffer)
+            self.rolls += 1
+            self.archived_messages += rolled.messages
+            for (topic, partition), (first, last) in buffer.ranges.items():
+                self.coverage.setdefault((topic, partition), []).append((first, last))
+            self.stored.update(keys)
+        self.durable.update(pending)
+
+    async def flush(self) -> None:
+        await self.roll()
+
+    def durable_offsets(self) -> dict[TopicPartition, int]:
+        return dict(self.durable)
+
+
+def build_archive_handler(settings: Settings) -> ArchiveHandler:
+    catalog = merged_catalog(settings.vss_catalog_path)
+    return ArchiveHandler(
+        ParquetArchive(settings.archive_location),
+        Validator(catalog, Limits.from_settings(settings)),
+        roll_bytes=settings.archive_roll_bytes,
+        roll_seconds=settings.archive_roll_seconds,
+    )

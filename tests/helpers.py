@@ -1,0 +1,92 @@
+"""Small helpers shared by integration tests (messages, Kafka reads, database setup)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from core.config import Settings
+from core.vin import make_vin
+
+
+def new_vin(n: int | None = None) -> str:
+    serial = n if n is not None else uuid.uuid4().int % 1_000_000
+    return make_vin("WVW", "ZZZ1K", "N", "T", serial)
+
+
+def message(
+    vin: str,
+    *,
+    seq: int = 1,
+    samples: int = 3,
+    message_id: str | None = None,
+    ts_ms: int | None = None,
+    signals: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    start = ts_ms if ts_ms is not None else int(time.time() * 1000) - samples * 1000
+    base = signals or {
+        "Vehicle.Speed": 52.5,
+        "Vehicle.TraveledDistance": 123_456,
+        "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current": 80.5,
+        "Vehicle.LowVoltageSystemState": "ON",
+        "Vehicle.Diagnostics.DTCList": [],
+    }
+    return {
+        "vin": vin,
+        "message_id": message_id or f"{vin}-{seq}-{uuid.uuid4().hex[:8]}",
+        "seq": seq,
+        "samples": [{"ts": start + i * 1000, "signals": dict(base)} for i in range(samples)],
+    }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload)
+
+
+def stack_settings(tmp: Path, bootstrap: str, db_url: str, suffix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "data_dir": tmp,
+        "database_url": db_url,
+        "kafka_bootstrap_servers": bootstrap,
+        "telemetry_topic": f"telemetry.v1.{suffix}",
+        "telemetry_dlq_topic": f"telemetry.dlq.{suffix}",
+        "topic_partitions": 3,
+        "archive_roll_seconds": 0.5,
+        "credential_cache_ttl_s": 0.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    """Read a topic from the beginning until ``expected`` records arrived (or time out)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+def headers_dict(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    return {k: v.decode() for k, v in headers}
+
+
+def database_url(tmp: Path) -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'fleet.db'}"

@@ -1,0 +1,130 @@
+"""HTTP ingest -> Kafka -> validate-and-archive worker -> Parquet, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+
+import pyarrow.compute as pc
+import pytest
+from aiokafka import AIOKafkaProducer
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from core.workers import build_runner
+from ingestion.archive import ParquetArchive
+from tests.helpers import encode, headers_dict, message, read_topic, new_vin
+
+pytestmark = pytest.mark.kafka
+
+
+def run_archive(settings: Settings, idle_s: float = 3.0) -> dict:
+    runner = build_runner(settings, "archive")
+    stats = asyncio.run(runner.run(until_idle_s=idle_s))
+    return stats.as_dict()
+
+
+def post(client: TestClient, token: str, payload: dict, **kw) -> object:
+    return client.post(
+        "/v1/telemetry", content=encode(payload), headers={"Authorization": f"Bearer {token}"}, **kw
+    )
+
+
+def test_ingest_acknowledges_after_kafka_and_archive_stores_once(
+    client: TestClient, settings: Settings, vehicle: tuple[str, str]
+) -> None:
+    vin, token = vehicle
+    first = message(vin, seq=1, samples=5)
+    second = message(vin, seq=2, samples=4)
+    for payload in (first, second):
+        response = post(client, token, payload)
+        assert response.status_code == 202, response.text
+        assert response.json()["samples"] == len(payload["samples"])
+    # The vehicle re-sends the first message (lost ack): accepted again, stored once.
+    assert post(client, token, first).status_code == 202
+    gz = gzip.compress(encode(message(vin, seq=3, samples=2)))
+    response = client.post(
+        "/v1/telemetry",
+        content=gz,
+        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 202, response.text
+
+    records = asyncio.run(read_topic(settings.bootstrap_servers, settings.telemetry_topic, 4))
+    assert len(records) == 4
+    assert all(r.key == vin.encode() for r in records)
+    assert headers_dict(records[0].headers)["source"] == "http"
+
+    stats = run_archive(settings)
+    assert stats["duplicates"] == 1
+    assert stats["dead_lettered"] == 0
+    table = ParquetArchive(settings.archive_location).read(
+        vin, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), dt.datetime.now(dt.UTC)
+    )
+    assert table.num_rows == 5 + 4 + 2
+    assert sorted(set(table["message_id"].to_pylist())) == sorted(
+        {first["message_id"], second["message_id"], records[3].value and
+         __import__("orjson").loads(records[3].value)["message_id"]}
+    )
+    speeds = pc.unique(table["Vehicle.Speed"]).to_pylist()
+    assert speeds == [52.5]
+    assert table["Vehicle.LowVoltageSystemState"].to_pylist()[0] == "ON"
+
+
+def test_bad_records_on_the_bus_go_to_dlq_with_reason(settings: Settings) -> None:
+    vin = new_vin()
+    good = message(vin, seq=1)
+    unknown = message(vin, seq=2, signals={"Vehicle.NoSuchSignal": 1.0})
+    out_of_range = message(vin, seq=3, signals={"Vehicle.Speed": 9999.0})
+    wrong_type = message(vin, seq=4, signals={"Vehicle.Speed": "fast"})
+    payloads = [encode(good), encode(unknown), encode(out_of_range), encode(wrong_type), b"{not json"]
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for value in payloads:
+                await producer.send_and_wait(settings.telemetry_topic, value, key=vin.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    stats = run_archive(settings)
+    assert stats["dead_lettered"] == 4
+    assert stats["processed"] == 1
+
+    letters = asyncio.run(read_topic(settings.bootstrap_servers, settings.telemetry_dlq_topic, 4))
+    reasons = sorted(headers_dict(r.headers)["dlq.reason"] for r in letters)
+    assert reasons == ["invalid_json", "out_of_range", "unknown_signal", "wrong_type"]
+    by_reason = {headers_dict(r.headers)["dlq.reason"]: r for r in letters}
+    assert by_reason["unknown_signal"].value == payloads[1]  # original bytes kept
+    meta = headers_dict(by_reason["out_of_range"].headers)
+    assert meta["dlq.source.topic"] == settings.telemetry_topic
+    assert "Vehicle.Speed" in meta["dlq.detail"]
+
+
+def test_restarted_worker_does_not_archive_twice(settings: Settings) -> None:
+    vin = new_vin()
+
+    async def produce(seqs: range) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for seq in seqs:
+                await producer.send_and_wait(
+                    settings.telemetry_topic, encode(message(vin, seq=seq, message_id=f"m{seq}")),
+                    key=vin.encode(),
+                )
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce(range(0, 20)))
+    run_archive(settings)
+    asyncio.run(produce(range(10, 30)))  # 10 re-sent duplicates, 10 new
+    stats = run_archive(settings)
+    assert stats["duplicates"] == 10
+    table = ParquetArchive(settings.archive_location).dataset().to_table(columns=["message_id"])
+    ids = table["message_id"].to_pylist()
+    assert len(set(ids)) == 30
+    assert len(ids) == 30 * 3  # three samples per message, each stored once

@@ -1,0 +1,139 @@
+"""The telemetry validator: unit tests and Hypothesis properties."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.signals import CATALOG
+from core.telemetry import Sample, TelemetryMessage, decode
+from ingestion.validation import Limits, Validator, decode_errors
+from tests.helpers import encode, message, new_vin
+
+NOW = int(time.time() * 1000)
+VALIDATOR = Validator(CATALOG, Limits())
+VIN = new_vin(1)
+
+
+def errors_for(payload: dict) -> list[tuple[tuple, str]]:
+    return [(e.loc, e.type) for e in VALIDATOR.validate(decode(encode(payload)), NOW)]
+
+
+def test_valid_message_has_no_errors() -> None:
+    assert errors_for(message(VIN, ts_ms=NOW - 5000)) == []
+
+
+@pytest.mark.parametrize(
+    ("signals", "kind"),
+    [
+        ({"Vehicle.Speed": 400.0}, "out_of_range"),
+        ({"Vehicle.Speed": -51}, "out_of_range"),
+        ({"Vehicle.Speed": "fast"}, "wrong_type"),
+        ({"Vehicle.Speed": True}, "wrong_type"),
+        ({"Vehicle.TraveledDistance": 1.5}, "wrong_type"),
+        ({"Vehicle.TraveledDistance": -1}, "out_of_range"),
+        ({"Vehicle.LowVoltageSystemState": "IGNITION"}, "not_allowed"),
+        ({"Vehicle.Diagnostics.DTCList": "P0217"}, "wrong_type"),
+        ({"Vehicle.Powertrain.TractionBattery.Charging.IsCharging": 1}, "wrong_type"),
+        ({"Vehicle.Made.Up": 1}, "unknown_signal"),
+    ],
+)
+def test_bad_values_are_named(signals: dict, kind: str) -> None:
+    found = errors_for(message(VIN, samples=1, ts_ms=NOW, signals=signals))
+    path = next(iter(signals))
+    assert found == [(("samples", 0, "signals", path), kind)]
+
+
+def test_message_level_problems() -> None:
+    payload = message("WVWZZZ1KZ0I000001", samples=1, ts_ms=NOW)
+    payload["message_id"] = ""
+    payload["seq"] = -1
+    kinds = {loc[0]: kind for loc, kind in errors_for(payload)}
+    assert kinds == {"vin": "invalid_vin", "message_id": "invalid_length", "seq": "out_of_range"}
+
+
+def test_timestamps_too_far_in_future_or_past() -> None:
+    limits = Limits()
+    future = message(VIN, samples=1, ts_ms=NOW + limits.max_future_skew_ms + 60_000)
+    old = message(VIN, samples=1, ts_ms=NOW - limits.max_age_ms - 60_000)
+    assert errors_for(future) == [(("samples", 0, "ts"), "in_future")]
+    assert errors_for(old) == [(("samples", 0, "ts"), "too_old")]
+
+
+def test_limits_on_samples_and_signals() -> None:
+    small = Validator(CATALOG, Limits(max_samples=2, max_signals_per_sample=2))
+    too_many = decode(encode(message(VIN, samples=3, ts_ms=NOW)))
+    assert [e.type for e in small.validate(too_many, NOW)] == ["too_many"]
+    wide = decode(encode(message(VIN, samples=1, ts_ms=NOW)))
+    assert [e.loc for e in small.validate(wide, NOW)] == [("samples", 0, "signals")]
+
+
+def test_decode_errors_name_the_field() -> None:
+    bad = encode(message(VIN)).replace(b'"seq":1', b'"seq":"one"')
+    with pytest.raises(msgspec.ValidationError) as exc:
+        decode(bad)
+    (error,) = decode_errors(exc.value)
+    assert error.loc == ("body", "seq")
+    with pytest.raises(msgspec.DecodeError) as exc2:
+        decode(b"{")
+    assert decode_errors(exc2.value)[0].type == "invalid_json"
+
+
+# -- properties ------------------------------------------------------------------------------
+
+NUMERIC = sorted(p for p, s in CATALOG.items() if s.kind in ("float", "int"))
+
+
+def _in_range(path: str) -> st.SearchStrategy[object]:
+    spec = CATALOG[path]
+    if spec.kind == "float":
+        return st.floats(min_value=spec.min, max_value=spec.max, allow_nan=False)
+    if spec.kind == "int":
+        return st.integers(min_value=int(spec.min), max_value=int(spec.max))
+    if spec.kind == "bool":
+        return st.booleans()
+    if spec.kind == "string":
+        return st.sampled_from(spec.allowed) if spec.allowed else st.text(max_size=20)
+    return st.lists(st.from_regex(r"[PCBU][0-9A-F]{4}", fullmatch=True), max_size=5)
+
+
+valid_signals = st.sampled_from(sorted(CATALOG)).flatmap(
+    lambda path: _in_range(path).map(lambda value: (path, value))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(valid_signals, min_size=1, max_size=8), min_size=1, max_size=5))
+def test_any_in_catalog_message_is_valid(samples: list[list[tuple[str, object]]]) -> None:
+    msg = TelemetryMessage(
+        vin=VIN, message_id="m-1", seq=0,
+        samples=[Sample(ts=NOW - i, signals=dict(pairs)) for i, pairs in enumerate(samples)],
+    )
+    assert VALIDATOR.validate(decode(msgspec.json.encode(msg)), NOW) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(NUMERIC), st.floats(min_value=1e-3, max_value=1e12), st.booleans())
+def test_out_of_range_numbers_are_always_caught(path: str, excess: float, above: bool) -> None:
+    spec = CATALOG[path]
+    bound = spec.max if above else spec.min
+    value: float | int = bound + excess if above else bound - excess
+    if spec.kind == "int":
+        value = int(value) + (1 if above else -1)
+    msg = TelemetryMessage(vin=VIN, message_id="m", seq=0, samples=[Sample(NOW, {path: value})])
+    assert [(e.loc[-1], e.type) for e in VALIDATOR.validate(msg, NOW)] == [(path, "out_of_range")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_arbitrary_bytes_never_crash_decoding(raw: bytes) -> None:
+    try:
+        msg = decode(raw)
+    except msgspec.MsgspecError as exc:
+        assert decode_errors(exc)
+    else:
+        VALIDATOR.validate(msg, NOW)
