@@ -1,0 +1,159 @@
+"""The one console script, ``fleet``. Every subcommand reads settings from the environment
+(prefix ``FLEET_``; see ``docs/configuration.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from core.config import get_settings
+
+app = typer.Typer(
+    name="fleet",
+    help="Connected-vehicle backend: telemetry spine, workers, simulator and operations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics of the product.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default FLEET_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default FLEET_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "core.app:app_factory",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Argument(help="Worker name (see `fleet workers`).")],
+    group: Annotated[str | None, typer.Option(help="Override the consumer group id.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run one worker until SIGTERM: it drains its batch, commits and leaves the group."""
+    from core.runner import DlqLimitExceeded
+    from core.workers import get_worker, run_worker
+
+    _logging(log_level)
+    try:
+        get_worker(name)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    try:
+        stats = asyncio.run(run_worker(get_settings(), name, group_id=group))
+    except DlqLimitExceeded as exc:
+        raise fail(str(exc), code=3) from None
+    console.print(f"worker {name} stopped: {json.dumps(stats.as_dict())}")
+
+
+@app.command("workers")
+def list_workers() -> None:
+    """List the registered workers."""
+    from rich.table import Table
+
+    from core.workers import WORKERS
+
+    settings = get_settings()
+    table = Table("name", "consumes", "group", "dead letters to", "what it does")
+    for spec in WORKERS.values():
+        table.add_row(spec.name, ", ".join(spec.topics(settings)), spec.group_id,
+                      spec.dlq_topic(settings) or "-", spec.description)
+    Console().print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations (SQLite file by default, PostgreSQL via DATABASE_URL)."""
+    from core.db import current_revision, upgrade
+
+    settings = get_settings()
+    try:
+        upgrade(settings, revision)
+    except Exception as exc:  # noqa: BLE001 - show a clear message instead of a traceback
+        raise fail(f"migration failed on {settings.sqlalchemy_url.split('@')[-1]}: {exc}") from None
+    console.print(f"database at revision {current_revision(settings)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the current migration revision."""
+    from core.db import current_revision
+
+    console.print(current_revision(get_settings()) or "(empty database)")
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create the product's topics if they are missing."""
+    from core.app import product_topics
+    from core.localkafka import ensure_topics
+
+    settings = get_settings()
+    topics = product_topics(settings)
+    try:
+        asyncio.run(ensure_topics(settings.bootstrap_servers, topics))
+    except Exception as exc:  # noqa: BLE001
+        raise fail(f"could not create topics on {settings.bootstrap_servers}: {exc}") from None
+    for name, partitions in topics.items():
+        console.print(f"{name}: {partitions} partitions")
+
+
+def _mount() -> None:
+    from core.auth.cli import principal_app
+    from core.cli_kafka import kafka_app
+    from core.vehicles.cli import vehicle_app
+
+    app.add_typer(db_app, name="db")
+    app.add_typer(topics_app, name="topics")
+    app.add_typer(kafka_app, name="kafka")
+    app.add_typer(principal_app, name="principal")
+    app.add_typer(vehicle_app, name="vehicle")
+    import importlib.util
+
+    if importlib.util.find_spec("core.stack_cli"):
+        from core import stack_cli
+
+        stack_cli.register(app)
+
+
+_mount()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,92 @@
+"""Bad input to POST /v1/telemetry gets a clear 4xx naming what is wrong, never a 5xx."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from schemathesis.core import NOT_SET
+from fastapi.testclient import TestClient
+
+from core.config import Settings
+from tests.helpers import encode, message, new_vin
+from tests.ingestion.conftest import new_vehicle_token
+
+pytestmark = pytest.mark.kafka
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_credentials_are_required_and_scoped(
+    client: TestClient, settings: Settings, vehicle: tuple[str, str]
+) -> None:
+    vin, token = vehicle
+    body = encode(message(vin))
+    missing = client.post("/v1/telemetry", content=body)
+    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    assert client.post("/v1/telemetry", content=body, headers=bearer("flt_nope_nope")).status_code == 401
+    other = client.post("/v1/telemetry", content=encode(message(new_vin())), headers=bearer(token))
+    assert other.status_code == 403
+    assert other.json()["detail"][0]["loc"] == ["body", "vin"]
+
+
+def test_validation_errors_name_each_field(client: TestClient, vehicle: tuple[str, str]) -> None:
+    vin, token = vehicle
+    payload = message(vin, samples=2)
+    payload["samples"][1]["signals"]["Vehicle.Speed"] = 900.0
+    payload["samples"][0]["signals"]["Vehicle.Bogus"] = 1
+    response = client.post("/v1/telemetry", content=encode(payload), headers=bearer(token))
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert {(tuple(d["loc"]), d["type"]) for d in detail} == {
+        (("samples", 0, "signals", "Vehicle.Bogus"), "unknown_signal"),
+        (("samples", 1, "signals", "Vehicle.Speed"), "out_of_range"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{", {}, 422, "validation_failed"),
+        (b'{"vin": 5}', {}, 422, "validation_failed"),
+        (b"not gzip", {"Content-Encoding": "gzip"}, 422, "validation_failed"),
+        (b"{}", {"Content-Encoding": "br"}, 415, "unsupported_media_type"),
+        (b"x" * 2_000_000, {}, 413, "payload_too_large"),
+        (gzip.compress(b" " * 9_000_000), {"Content-Encoding": "gzip"}, 413, "payload_too_large"),
+    ],
+)
+def test_malformed_bodies(
+    client: TestClient, vehicle: tuple[str, str], body: bytes, headers: dict, status: int, code: str
+) -> None:
+    _, token = vehicle
+    response = client.post("/v1/telemetry", content=body, headers={**bearer(token), **headers})
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code
+
+
+def test_openapi_schema_never_yields_5xx(client: TestClient, settings: Settings) -> None:
+    """Schemathesis generates bodies from the OpenAPI document; nothing may answer 5xx."""
+    vin, token = new_vehicle_token(settings)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    failures: list[str] = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+        strategy = op.as_strategy()
+        @hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=strategy)
+        def check(case: schemathesis.Case) -> None:
+            case.headers = {**(case.headers or {}), **bearer(token)}
+            response = client.request(
+                case.method, case.formatted_path, headers=case.headers, params=case.query,
+                json=case.body if case.body is not NOT_SET else None,
+            )
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path}: {response.status_code}")
+
+        check()
+    assert failures == []
