@@ -144,12 +144,9 @@ def _mount() -> None:
     app.add_typer(kafka_app, name="kafka")
     app.add_typer(principal_app, name="principal")
     app.add_typer(vehicle_app, name="vehicle")
-    import importlib.util
+    from core import stack_cli
 
-    if importlib.util.find_spec("core.stack_cli"):
-        from core import stack_cli
-
-        stack_cli.register(app)
+    stack_cli.register(app)
 
 
 _mount()

@@ -5,6 +5,7 @@ Every error body is ``{"error": CODE, "detail": ...}`` with a stable, machine-re
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -84,6 +85,11 @@ def install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         return OrjsonResponse(error_body("validation_failed", detail), 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:
+        logging.getLogger("fleet.errors").exception("unhandled error", exc_info=exc)
+        return OrjsonResponse(error_body("internal_error", "unexpected server error"), 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:

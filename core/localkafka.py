@@ -566,6 +566,9 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
+            # Telemetry messages may be up to FLEET_INGEST_MAX_DECOMPRESSED_BYTES (8 MiB).
+            "message.max.bytes=16777216",
+            "replica.fetch.max.bytes=16777216",
             "auto.create.topics.enable=true",
             # After a crash (kill -9) the restarted broker cannot register until the old
             # incarnation's session expires (default 9 s); shorter for a single local node.

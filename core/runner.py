@@ -240,7 +240,7 @@ class KafkaRunner:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=self.auto_offset_reset,
-            max_partition_fetch_bytes=4 * 1_048_576,
+            max_partition_fetch_bytes=16 * 1_048_576,
             fetch_max_bytes=32 * 1_048_576,
             client_id=f"fleet-{self.name}-{os.getpid()}",
             isolation_level="read_committed",

@@ -75,6 +75,11 @@ async def read_body(request: Request, limit: int, decompressed_limit: int, encod
         ) from None
     if inflater.unconsumed_tail:
         raise PayloadTooLarge(f"decompressed body exceeds the limit of {decompressed_limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise ValidationFailed(
+            [{"loc": ["body"], "type": "invalid_gzip",
+              "msg": "gzip body is truncated or has trailing bytes"}]
+        )
     return data
 
 

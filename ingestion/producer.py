@@ -9,11 +9,11 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from core.config import Settings
-from core.errors import ServiceUnavailable
+from core.errors import PayloadTooLarge, ServiceUnavailable
 from core.runner import make_producer
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ class ProducerHolder:
             raise ServiceUnavailable(
                 f"Kafka did not acknowledge the write within {timeout_s:g} s; "
                 "retry later with the same message_id"
+            ) from None
+        except MessageSizeTooLargeError:
+            raise PayloadTooLarge(
+                "the message is larger than the Kafka topic accepts; send fewer samples per message"
             ) from None
         except KafkaError as exc:
             raise ServiceUnavailable(f"Kafka rejected or failed the write: {exc}") from None

@@ -147,6 +147,10 @@ def _check_value(rule: _Rule, value: object) -> tuple[str, str] | None:
     else:  # string_list
         if vt is not list or not all(type(v) is str for v in value):  # type: ignore[attr-defined]
             return "wrong_type", f"expected a list of strings, got {_json_type(value)}"
+        if rule.allowed is not None:
+            bad = [v for v in value if v not in rule.allowed]  # type: ignore[attr-defined]
+            if bad:
+                return "not_allowed", f"{bad[0]!r} is not one of {sorted(rule.allowed)}"
         return None
     unit = f" {rule.unit}" if rule.unit else ""
     if rule.lo is not None and value < rule.lo:  # type: ignore[operator]

@@ -9,6 +9,7 @@ written to the Parquet archive. Offsets are committed only after a roll is store
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,9 @@ class ArchiveHandler(BatchHandler):
         self.buffer_keys: dict[tuple[str, str], tuple[int, int]] = {}
         self.pending: dict[TopicPartition, int] = {}
         self.durable: dict[TopicPartition, int] = {}
+        self._rolled_keys: collections.deque[tuple[float, list[tuple[str, str]]]] = (
+            collections.deque()
+        )
         self.replays_skipped = 0
         self.archived_messages = 0
         self.rolls = 0
@@ -92,7 +96,8 @@ class ArchiveHandler(BatchHandler):
                 self._process_record(record, now_ms, result)
             if records:
                 self.pending[tp] = records[-1].offset + 1
-        await self.tick()
+        # No roll here: the runner sends this batch's dead letters first and then calls tick(),
+        # so a roll (whose manifest covers dead-lettered offsets) never precedes their send.
         return result
 
     def _process_record(self, record: ConsumerRecord, now_ms: int, result: HandlerResult) -> None:
@@ -138,8 +143,8 @@ class ArchiveHandler(BatchHandler):
         errors = self.validator.validate(message, reference_ms)
         if errors:
             return DeadLetter(record, errors[0].type, [e.as_dict() for e in errors[:20]])
-        if record.key is not None and record.key != message.vin.encode():
-            return DeadLetter(record, "key_mismatch", "record key must be the message's VIN")
+        if record.key != message.vin.encode():
+            return DeadLetter(record, "key_mismatch", "the record key must be the message's VIN")
         return message
 
     async def tick(self) -> None:
@@ -147,7 +152,7 @@ class ArchiveHandler(BatchHandler):
             self.buffer.approx_bytes >= self.roll_bytes
             or (time.monotonic() - self.buffer.opened_at >= self.roll_seconds)
         )
-        if due and (self.buffer.ranges or self.pending):
+        if due and (self.buffer.ranges or self.pending != self.durable):
             await self.roll()
 
     async def roll(self) -> None:
@@ -160,7 +165,21 @@ class ArchiveHandler(BatchHandler):
             for (topic, partition), (first, last) in buffer.ranges.items():
                 self.coverage.setdefault((topic, partition), []).append((first, last))
             self.stored.update(keys)
+            self._rolled_keys.append((time.monotonic(), list(keys)))
         self.durable.update(pending)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep memory bounded: offsets below the committed position are never replayed, and
+        keys older than the dedup window are forgotten."""
+        for tp, committed in self.durable.items():
+            spans = self.coverage.get((tp.topic, tp.partition))
+            if spans:
+                self.coverage[(tp.topic, tp.partition)] = [s for s in spans if s[1] >= committed]
+        horizon = time.monotonic() - self.dedup_window_s
+        while self._rolled_keys and self._rolled_keys[0][0] < horizon:
+            for key in self._rolled_keys.popleft()[1]:
+                self.stored.pop(key, None)
 
     async def flush(self) -> None:
         await self.roll()
