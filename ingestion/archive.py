@@ -39,6 +39,15 @@ DATASET_DIR = "telemetry"
 ROLLS_DIR = "_rolls"
 DAY_MS = 86_400_000
 TMP_PREFIX = ".tmp-"
+TMP_SUFFIX = ".part"  # so neither dataset readers nor `*.parquet` globs (DuckDB) see them
+ORPHAN_AGE_S = 3600
+
+
+def temporary_path(final: str) -> str:
+    """Where a file is written before its roll commits."""
+    return posixpath.join(
+        posixpath.dirname(final), TMP_PREFIX + posixpath.basename(final) + TMP_SUFFIX
+    )
 
 BASE_FIELDS: list[pa.Field] = [
     pa.field("vin", pa.string(), nullable=False),
@@ -227,7 +236,7 @@ class ParquetArchive:
                 directory = self._path(DATASET_DIR, f"date={date}")
                 self.fs.create_dir(directory, recursive=True)
                 name = f"{roll_id}-{i}.parquet"
-                with self.fs.open_output_stream(posixpath.join(directory, TMP_PREFIX + name)) as out:
+                with self.fs.open_output_stream(temporary_path(posixpath.join(directory, name))) as out:
                     pq.write_table(part, out, compression="zstd")
                 files.append(f"{DATASET_DIR}/date={date}/{name}")
         manifest = {
@@ -246,7 +255,7 @@ class ParquetArchive:
         return RollResult(roll_id, files, len(buffer), buffer.messages)
 
     def _write_json(self, path: str, payload: Mapping[str, Any]) -> None:
-        tmp = posixpath.join(posixpath.dirname(path), TMP_PREFIX + posixpath.basename(path))
+        tmp = temporary_path(path)
         with self.fs.open_output_stream(tmp) as out:
             out.write(json.dumps(payload).encode())
         self.fs.move(tmp, path)
@@ -254,7 +263,7 @@ class ParquetArchive:
     def _publish_files(self, files: Iterable[str]) -> None:
         for rel in files:
             final = self._path(rel)
-            tmp = posixpath.join(posixpath.dirname(final), TMP_PREFIX + posixpath.basename(final))
+            tmp = temporary_path(final)
             info = self.fs.get_file_info(tmp)
             if info.type != pafs.FileType.NotFound:
                 self.fs.move(tmp, final)
@@ -275,14 +284,29 @@ class ParquetArchive:
         return found
 
     def recover(self, manifests: Sequence[dict[str, Any]]) -> int:
-        """Roll forward rolls whose manifest exists but whose files were not all renamed."""
+        """Roll forward rolls whose manifest exists but whose files were not all renamed, and
+        delete temporary files of rolls that never committed (older than an hour, so a roll
+        another process is writing right now is left alone)."""
         renamed = 0
         for manifest in manifests:
             for rel in manifest["files"]:
                 if self.fs.get_file_info(self._path(rel)).type == pafs.FileType.NotFound:
                     self._publish_files([rel])
                     renamed += 1
+        self._delete_orphans()
         return renamed
+
+    def _delete_orphans(self) -> None:
+        cutoff = time.time() - ORPHAN_AGE_S
+        selector = pafs.FileSelector(self._path(DATASET_DIR), recursive=True, allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if (
+                info.type == pafs.FileType.File
+                and info.base_name.startswith(TMP_PREFIX)
+                and info.mtime is not None
+                and info.mtime.timestamp() < cutoff
+            ):
+                self.fs.delete_file(info.path)
 
     def stored_keys(
         self, manifests: Sequence[dict[str, Any]], partitions: set[tuple[str, int]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 import posixpath
 from pathlib import Path
 
@@ -55,10 +57,14 @@ def test_uncommitted_files_are_invisible_and_committed_rolls_are_completed(tmp_p
     result = archive.write_roll(buffer_with(vin, range(0, 2), start=DAY - dt.timedelta(hours=1)))
     # Simulate a crash after the manifest was written but before the rename.
     final = tmp_path / result.files[0]
-    final.rename(final.with_name(".tmp-" + final.name))
+    final.rename(final.with_name(".tmp-" + final.name + ".part"))
+    stray = final.with_name(".tmp-never-committed.parquet.part")
+    stray.write_bytes(b"partial")
+    os.utime(stray, (time.time() - 7200, time.time() - 7200))
     assert ds.dataset(str(tmp_path / DATASET_DIR), format="parquet").count_rows() == 0
     manifests = archive.manifests()
     assert archive.recover(manifests) == 1
+    assert not stray.exists()  # an hour-old file of a roll that never committed is removed
     assert ds.dataset(str(tmp_path / DATASET_DIR), format="parquet").count_rows() == 6
     keys = archive.stored_keys(manifests, {("t", 0)})
     assert keys == {(vin, "m0"): (0, 0), (vin, "m1"): (0, 1)}
