@@ -199,7 +199,7 @@ def _stack_session(
             def on_progress(sim_stats: dict[str, Any]) -> None:
                 now = time.monotonic()
                 rates.append((now, sim_stats["accepted"]))
-                while rates and now - rates[0][0] > 5:
+                while rates and now - rates[0][0] > 30:  # messages come every ~10 s per vehicle
                     rates.pop(0)
                 rate = ((rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
                         if len(rates) > 1 and rates[-1][0] > rates[0][0] else 0.0)
