@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
-from core.responses import OrjsonResponse
 
 from core.config import Settings, get_settings
 from core.db import make_engine
 from core.errors import ServiceUnavailable, install_error_handlers
+from core.responses import OrjsonResponse
 from core.signals import merged_catalog
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,9 @@ def _merge_openapi_components(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
-                title=app.title, version=app.version, description=app.description,
+                title=app.title,
+                version=app.version,
+                description=app.description,
                 routes=app.routes,
             )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(OPENAPI_COMPONENTS)
@@ -113,5 +115,7 @@ def _merge_openapi_components(app: FastAPI) -> None:
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory core.app:app_factory``."""
     with contextlib.suppress(Exception):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     return create_app()

@@ -92,8 +92,13 @@ def list_workers() -> None:
     settings = get_settings()
     table = Table("name", "consumes", "group", "dead letters to", "what it does")
     for spec in WORKERS.values():
-        table.add_row(spec.name, ", ".join(spec.topics(settings)), spec.group_id,
-                      spec.dlq_topic(settings) or "-", spec.description)
+        table.add_row(
+            spec.name,
+            ", ".join(spec.topics(settings)),
+            spec.group_id,
+            spec.dlq_topic(settings) or "-",
+            spec.description,
+        )
     Console().print(table)
 
 

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
             # Accept the common postgres:// and postgresql:// forms; we ship psycopg 3.
             for prefix in ("postgres://", "postgresql://"):
                 if url.startswith(prefix):
-                    return "postgresql+psycopg://" + url[len(prefix):]
+                    return "postgresql+psycopg://" + url[len(prefix) :]
             return url
         return f"sqlite:///{(self.data_dir / 'fleet.db').as_posix()}"
 

@@ -10,8 +10,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from core.responses import OrjsonResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.responses import OrjsonResponse
 
 
 class FleetError(Exception):
@@ -20,7 +21,9 @@ class FleetError(Exception):
     status_code: int = 400
     code: str = "bad_request"
 
-    def __init__(self, detail: Any = None, *, code: str | None = None, status_code: int | None = None):
+    def __init__(
+        self, detail: Any = None, *, code: str | None = None, status_code: int | None = None
+    ):
         super().__init__(detail if isinstance(detail, str) else (code or self.code))
         self.detail = detail
         if code is not None:
@@ -81,7 +84,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
         detail = [
-            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+            {
+                "loc": list(err.get("loc", ())),
+                "msg": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
             for err in exc.errors()
         ]
         return OrjsonResponse(error_body("validation_failed", detail), 422)

@@ -98,7 +98,9 @@ class BatchHandler:
         for tp in partitions:
             self._processed_up_to.pop(tp, None)
 
-    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> HandlerResult:
+    async def process(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> HandlerResult:
         raise NotImplementedError
 
     async def flush(self) -> None:
@@ -137,7 +139,9 @@ class InvalidRatioLimit:
         self._window.append((valid, invalid))
         self._valid += valid
         self._invalid += invalid
-        while self._window and self._valid + self._invalid - sum(self._window[0]) >= self._window_size:
+        while (
+            self._window and self._valid + self._invalid - sum(self._window[0]) >= self._window_size
+        ):
             v, i = self._window.popleft()
             self._valid -= v
             self._invalid -= i

@@ -166,7 +166,9 @@ def tail(path: Path, lines: int = 20) -> str:
 
 async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
     """Commit the current end offsets for ``group`` so it reads only what comes next."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         metadata = await consumer._client.fetch_all_metadata()  # noqa: SLF001
@@ -182,7 +184,11 @@ async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
 
 
 def status_table(
-    vehicles: int, sim: dict[str, Any], rate: float, workers: dict[str, dict[str, Any]], elapsed: float
+    vehicles: int,
+    sim: dict[str, Any],
+    rate: float,
+    workers: dict[str, dict[str, Any]],
+    elapsed: float,
 ) -> Table:
     table = Table(title=f"fleet status  ({elapsed:,.0f} s)", show_header=True, expand=False)
     table.add_column("what")

@@ -31,28 +31,44 @@ def register_fleet(settings: Settings, fleet: list[Any]) -> dict[str, str]:
     from core.auth.repository import get_principal_by_vin
     from core.auth.service import create_principal_with_credential, issue_credential
     from core.db import make_engine, session_scope
-    from core.vehicles.models import EcuIn, VehicleIn
+    from core.vehicles.models import EcuIn, Powertrain, VehicleIn
     from core.vehicles.service import bulk_register_vehicles
 
     engine = make_engine(settings)
     tokens: dict[str, str] = {}
     try:
         with session_scope(engine) as session:
-            bulk_register_vehicles(session, [
-                VehicleIn(
-                    vin=v.vin, model=v.model, model_year=v.model_year, region=v.region,
-                    time_zone=v.time_zone, powertrain=str(v.powertrain.value).lower(),
-                    tags=["simulated", str(v.usage.value)],
-                    ecus=[EcuIn(ecu_id=e.ecu_id, hardware_id=e.hardware_id,
-                                software_version=e.software_version) for e in v.ecus],
-                )
-                for v in fleet
-            ])
+            bulk_register_vehicles(
+                session,
+                [
+                    VehicleIn(
+                        vin=v.vin,
+                        model=v.model,
+                        model_year=v.model_year,
+                        region=v.region,
+                        time_zone=v.time_zone,
+                        powertrain=Powertrain(str(v.powertrain.value).lower()),
+                        tags=["simulated", str(v.usage.value)],
+                        ecus=[
+                            EcuIn(
+                                ecu_id=e.ecu_id,
+                                hardware_id=e.hardware_id,
+                                software_version=e.software_version,
+                            )
+                            for e in v.ecus
+                        ],
+                    )
+                    for v in fleet
+                ],
+            )
             for v in fleet:
                 principal = get_principal_by_vin(session, v.vin)
                 if principal is None:
                     _, token = create_principal_with_credential(
-                        session, f"vehicle-{v.vin}", "vehicle", vin=v.vin,
+                        session,
+                        f"vehicle-{v.vin}",
+                        "vehicle",
+                        vin=v.vin,
                         description="simulator",
                     )
                 else:
@@ -82,15 +98,20 @@ async def simulate(
     to the API (all of them to Kafka when there is no API)."""
     from simulator import DeliveryConfig, HttpPublisher, KafkaPublisher, SimConfig, run_simulation
 
-    config = SimConfig(delivery=DeliveryConfig(
-        duplicate_rate=duplicate_rate, malformed_rate=malformed_rate, late_rate=late_rate))
+    config = SimConfig(
+        delivery=DeliveryConfig(
+            duplicate_rate=duplicate_rate, malformed_rate=malformed_rate, late_rate=late_rate
+        )
+    )
     direct_count = len(fleet) if api_url is None else round(len(fleet) * kafka_share)
     direct, http = fleet[:direct_count], fleet[direct_count:]
     publishers: list[Any] = []
     if http:
         publishers.append((http, HttpPublisher(api_url or "", tokens, gzip=True)))
     if direct:
-        publishers.append((direct, KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic)))
+        publishers.append(
+            (direct, KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic))
+        )
     live: dict[int, Any] = {}
 
     def progress_for(index: int) -> Any:
@@ -98,13 +119,19 @@ async def simulate(
             live[index] = p.publisher
             if on_progress:
                 on_progress(combine(live.values()))
+
         return report
 
     async def one(index: int, group: list[Any], publisher: Any) -> Any:
         async with publisher:
             return await run_simulation(
-                group, publisher, duration_s=duration_s, speedup=speedup, seed=seed,
-                config=config, progress=progress_for(index),
+                group,
+                publisher,
+                duration_s=duration_s,
+                speedup=speedup,
+                seed=seed,
+                config=config,
+                progress=progress_for(index),
             )
 
     results = await asyncio.gather(*(one(i, g, p) for i, (g, p) in enumerate(publishers)))
@@ -141,11 +168,15 @@ def sim(
     speedup: Annotated[float, typer.Option(min=0.01, help="Simulated seconds per second.")] = 1.0,
     via: Annotated[str, typer.Option(help="http (through the API) or kafka (direct).")] = "kafka",
     api_url: Annotated[str, typer.Option(help="API base URL for --via http.")] = "",
-    faults: Annotated[float, typer.Option(min=0, max=1, help="Share of vehicles with a fault.")] = 0.1,
+    faults: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of vehicles with a fault.")
+    ] = 0.1,
     duplicate_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
     malformed_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
     late_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
-    labels: Annotated[Path | None, typer.Option(help="Write fault ground truth here (.parquet/.jsonl).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Write fault ground truth here (.parquet/.jsonl).")
+    ] = None,
 ) -> None:
     """Run a simulated fleet against the API or straight to Kafka; prints one JSON line."""
     from simulator import make_fleet, write_labels
@@ -160,12 +191,24 @@ def sim(
         url = api_url or f"http://{settings.api_host}:{settings.api_port}"
         tokens = register_fleet(settings, fleet)
     with console.status(f"simulating {vehicles} vehicles for {duration:g} s...") as status:
-        totals = asyncio.run(simulate(
-            settings, fleet, api_url=url, tokens=tokens, duration_s=duration, seed=seed,
-            speedup=speedup, kafka_share=0.0, duplicate_rate=duplicate_rate,
-            malformed_rate=malformed_rate, late_rate=late_rate,
-            on_progress=lambda s: status.update(f"sent {s['sent']:,}, accepted {s['accepted']:,}"),
-        ))
+        totals = asyncio.run(
+            simulate(
+                settings,
+                fleet,
+                api_url=url,
+                tokens=tokens,
+                duration_s=duration,
+                seed=seed,
+                speedup=speedup,
+                kafka_share=0.0,
+                duplicate_rate=duplicate_rate,
+                malformed_rate=malformed_rate,
+                late_rate=late_rate,
+                on_progress=lambda s: status.update(
+                    f"sent {s['sent']:,}, accepted {s['accepted']:,}"
+                ),
+            )
+        )
     if labels:
         from simulator import fault_labels
 
@@ -174,8 +217,15 @@ def sim(
 
 
 def _stack_session(
-    settings: Settings, vehicles: int, duration: float | None, seed: int, speedup: float,
-    kafka_share: float, duplicate_rate: float, malformed_rate: float, archive_group: str | None,
+    settings: Settings,
+    vehicles: int,
+    duration: float | None,
+    seed: int,
+    speedup: float,
+    kafka_share: float,
+    duplicate_rate: float,
+    malformed_rate: float,
+    archive_group: str | None,
 ) -> tuple[Stack, dict[str, Any], float]:
     from simulator import make_fleet
 
@@ -187,8 +237,11 @@ def _stack_session(
         with console.status("database: migrating; Kafka: creating topics..."):
             stack.migrate_and_create_topics()
         if archive_group:
-            asyncio.run(start_group_at_end(settings.bootstrap_servers, archive_group,
-                                           settings.telemetry_topic))
+            asyncio.run(
+                start_group_at_end(
+                    settings.bootstrap_servers, archive_group, settings.telemetry_topic
+                )
+            )
         fleet = make_fleet(vehicles, seed, faults=0.1)
         tokens = register_fleet(settings, fleet)
         console.print(f"fleet: {vehicles} vehicles registered with credentials")
@@ -196,26 +249,40 @@ def _stack_session(
         api_url = stack.start_api()
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
+
             def on_progress(sim_stats: dict[str, Any]) -> None:
                 now = time.monotonic()
                 rates.append((now, sim_stats["accepted"]))
                 while rates and now - rates[0][0] > 30:  # messages come every ~10 s per vehicle
                     rates.pop(0)
-                rate = ((rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
-                        if len(rates) > 1 and rates[-1][0] > rates[0][0] else 0.0)
+                rate = (
+                    (rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
+                    if len(rates) > 1 and rates[-1][0] > rates[0][0]
+                    else 0.0
+                )
                 dead = stack.dead_children()
                 if dead:
                     raise StackError(f"{dead[0].name} exited; see {dead[0].log}")
-                live.update(status_table(vehicles, sim_stats, rate, stack.worker_stats(),
-                                         now - started))
+                live.update(
+                    status_table(vehicles, sim_stats, rate, stack.worker_stats(), now - started)
+                )
 
-            totals = asyncio.run(simulate(
-                settings, fleet, api_url=api_url, tokens=tokens,
-                duration_s=duration if duration is not None else 10 * 365 * 86400,
-                seed=seed, speedup=speedup, kafka_share=kafka_share,
-                duplicate_rate=duplicate_rate, malformed_rate=malformed_rate, late_rate=0.0,
-                on_progress=on_progress,
-            ))
+            totals = asyncio.run(
+                simulate(
+                    settings,
+                    fleet,
+                    api_url=api_url,
+                    tokens=tokens,
+                    duration_s=duration if duration is not None else 10 * 365 * 86400,
+                    seed=seed,
+                    speedup=speedup,
+                    kafka_share=kafka_share,
+                    duplicate_rate=duplicate_rate,
+                    malformed_rate=malformed_rate,
+                    late_rate=0.0,
+                    on_progress=on_progress,
+                )
+            )
     except BaseException:
         stack.stop()
         raise
@@ -225,15 +292,18 @@ def _stack_session(
 def run(
     vehicles: Annotated[int, typer.Option(min=1, help="Simulated vehicles.")] = 50,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
-    kafka_share: Annotated[float, typer.Option(min=0, max=1, help="Share producing straight to Kafka.")] = 0.1,
+    kafka_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share producing straight to Kafka.")
+    ] = 0.1,
 ) -> None:
     """Start everything (local Kafka, database, API, workers, a simulated fleet) and show a
     live status until Ctrl-C, which stops every process this command started."""
     settings = get_settings()
     settings = settings.model_copy(update={"api_port": _free_port(settings.api_port)})
     try:
-        stack, _, _ = _stack_session(settings, vehicles, None, seed, 1.0, kafka_share,
-                                     0.005, 0.002, None)
+        stack, _, _ = _stack_session(
+            settings, vehicles, None, seed, 1.0, kafka_share, 0.005, 0.002, None
+        )
     except KeyboardInterrupt:
         console.print("\nstopped: every process this command started has been stopped")
         return
@@ -256,17 +326,28 @@ def demo(
     base = get_settings()
     run_dir = base.data_dir / "demo" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings = base.model_copy(update={
-        "database_url": base.database_url or f"sqlite:///{(run_dir / 'fleet.db').resolve()}",
-        "archive_url": str((run_dir / "archive").resolve()),
-        "archive_roll_seconds": 2.0,
-        "api_port": _free_port(base.api_port),
-    })
+    settings = base.model_copy(
+        update={
+            "database_url": base.database_url or f"sqlite:///{(run_dir / 'fleet.db').resolve()}",
+            "archive_url": str((run_dir / "archive").resolve()),
+            "archive_roll_seconds": 2.0,
+            "api_port": _free_port(base.api_port),
+        }
+    )
     group = f"fleet.archive.demo-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     try:
-        stack, totals, started = _stack_session(settings, vehicles, duration, seed, 1.0,
-                                                kafka_share, duplicate_rate, malformed_rate, group)
+        stack, totals, started = _stack_session(
+            settings,
+            vehicles,
+            duration,
+            seed,
+            1.0,
+            kafka_share,
+            duplicate_rate,
+            malformed_rate,
+            group,
+        )
     except StackError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
@@ -286,17 +367,21 @@ def demo(
 
     table = ParquetArchive(settings.archive_location).dataset().to_table(columns=["message_id"])
     archived = len(set(table["message_id"].to_pylist()))
-    print(json.dumps({
-        "vehicles": vehicles,
-        "messages_sent": totals["messages_sent"],
-        "messages_accepted": totals["accepted"],
-        "messages_rejected": totals["rejected"],
-        "messages_archived": archived,
-        "dead_lettered": worker.get("dead_lettered", 0),
-        "duplicates_dropped": worker.get("duplicates", 0),
-        "duplicates_sent": totals["duplicates_sent"],
-        "malformed_sent": totals["malformed_sent"],
-        "direct_kafka_vehicles": totals["direct_vehicles"],
-        "elapsed_s": round(time.monotonic() - started, 1),
-        "data_dir": str(run_dir),
-    }))
+    print(
+        json.dumps(
+            {
+                "vehicles": vehicles,
+                "messages_sent": totals["messages_sent"],
+                "messages_accepted": totals["accepted"],
+                "messages_rejected": totals["rejected"],
+                "messages_archived": archived,
+                "dead_lettered": worker.get("dead_lettered", 0),
+                "duplicates_dropped": worker.get("duplicates", 0),
+                "duplicates_sent": totals["duplicates_sent"],
+                "malformed_sent": totals["malformed_sent"],
+                "direct_kafka_vehicles": totals["direct_vehicles"],
+                "elapsed_s": round(time.monotonic() - started, 1),
+                "data_dir": str(run_dir),
+            }
+        )
+    )

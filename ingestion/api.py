@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Depends, Header, Request
-from core.responses import OrjsonResponse
 
 from core.auth.deps import VehicleAuth
 from core.errors import Forbidden, PayloadTooLarge, ValidationFailed
+from core.responses import OrjsonResponse
 from core.telemetry import HEADER_RECEIVED_AT, HEADER_SOURCE, TelemetryMessage, decode
 from ingestion.producer import ProducerHolder
 from ingestion.validation import Validator, decode_errors
@@ -46,7 +46,9 @@ def get_producer(request: Request) -> ProducerHolder:
     return request.app.state.producer  # type: ignore[no-any-return]
 
 
-async def read_body(request: Request, limit: int, decompressed_limit: int, encoding: str | None) -> bytes:
+async def read_body(
+    request: Request, limit: int, decompressed_limit: int, encoding: str | None
+) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -62,9 +64,15 @@ async def read_body(request: Request, limit: int, decompressed_limit: int, encod
         return body
     if encoding != "gzip":
         raise ValidationFailed(
-            [{"loc": ["header", "content-encoding"], "type": "unsupported_encoding",
-              "msg": f"content encoding {encoding!r} is not supported; use gzip or none"}],
-            status_code=415, code="unsupported_media_type",
+            [
+                {
+                    "loc": ["header", "content-encoding"],
+                    "type": "unsupported_encoding",
+                    "msg": f"content encoding {encoding!r} is not supported; use gzip or none",
+                }
+            ],
+            status_code=415,
+            code="unsupported_media_type",
         )
     inflater = zlib.decompressobj(wbits=31)
     try:
@@ -77,8 +85,13 @@ async def read_body(request: Request, limit: int, decompressed_limit: int, encod
         raise PayloadTooLarge(f"decompressed body exceeds the limit of {decompressed_limit} bytes")
     if not inflater.eof or inflater.unused_data:
         raise ValidationFailed(
-            [{"loc": ["body"], "type": "invalid_gzip",
-              "msg": "gzip body is truncated or has trailing bytes"}]
+            [
+                {
+                    "loc": ["body"],
+                    "type": "invalid_gzip",
+                    "msg": "gzip body is truncated or has trailing bytes",
+                }
+            ]
         )
     return data
 
@@ -124,8 +137,13 @@ async def ingest_telemetry(
         raise ValidationFailed([e.as_dict() for e in decode_errors(exc)]) from None
     if message.vin != vehicle.vin:
         raise Forbidden(
-            [{"loc": ["body", "vin"], "type": "vin_mismatch",
-              "msg": "a vehicle may only send telemetry for its own VIN"}]
+            [
+                {
+                    "loc": ["body", "vin"],
+                    "type": "vin_mismatch",
+                    "msg": "a vehicle may only send telemetry for its own VIN",
+                }
+            ]
         )
     now_ms = int(time.time() * 1000)
     errors = validator.validate(message, now_ms)
@@ -144,6 +162,3 @@ async def ingest_telemetry(
         },
         status_code=202,
     )
-
-
-

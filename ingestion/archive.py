@@ -49,6 +49,7 @@ def temporary_path(final: str) -> str:
         posixpath.dirname(final), TMP_PREFIX + posixpath.basename(final) + TMP_SUFFIX
     )
 
+
 BASE_FIELDS: list[pa.Field] = [
     pa.field("vin", pa.string(), nullable=False),
     pa.field("message_id", pa.string(), nullable=False),
@@ -164,7 +165,9 @@ class RowBuffer:
             "message_id": pa.array(self.message_id, pa.string()),
             "seq": pa.array(self.seq, pa.int64()),
             "ts": pa.array(self.ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-            "received_at": pa.array(self.received_at, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "received_at": pa.array(self.received_at, pa.int64()).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
             "kafka_partition": pa.array(self.partition, pa.int32()),
             "kafka_offset": pa.array(self.offset, pa.int64()),
         }
@@ -236,7 +239,9 @@ class ParquetArchive:
                 directory = self._path(DATASET_DIR, f"date={date}")
                 self.fs.create_dir(directory, recursive=True)
                 name = f"{roll_id}-{i}.parquet"
-                with self.fs.open_output_stream(temporary_path(posixpath.join(directory, name))) as out:
+                with self.fs.open_output_stream(
+                    temporary_path(posixpath.join(directory, name))
+                ) as out:
                     pq.write_table(part, out, compression="zstd")
                 files.append(f"{DATASET_DIR}/date={date}/{name}")
         manifest = {

@@ -67,7 +67,9 @@ class ProducerHolder:
             raise ServiceUnavailable("Kafka is not reachable; retry later with the same message_id")
         try:
             async with asyncio.timeout(timeout_s):
-                future = await self.producer.send(topic, value=value, key=key, headers=list(headers))
+                future = await self.producer.send(
+                    topic, value=value, key=key, headers=list(headers)
+                )
                 return await future
         except TimeoutError:
             raise ServiceUnavailable(

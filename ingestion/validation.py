@@ -70,27 +70,44 @@ class Validator:
             allowed = frozenset(spec.allowed) if spec.allowed else None
             self._rules[path] = _Rule(spec.kind, lo, hi, allowed, spec.unit)
 
-    def validate(self, message: TelemetryMessage, now_ms: int, max_errors: int = 50) -> list[FieldError]:
+    def validate(
+        self, message: TelemetryMessage, now_ms: int, max_errors: int = 50
+    ) -> list[FieldError]:
         """All problems in ``message`` (at most ``max_errors``); empty means valid."""
         errors: list[FieldError] = []
         limits = self.limits
         if message.v != SCHEMA_VERSION:
-            errors.append(FieldError(("v",), "unsupported_version",
-                                     f"schema version {message.v} is not supported (expected {SCHEMA_VERSION})"))
+            errors.append(
+                FieldError(
+                    ("v",),
+                    "unsupported_version",
+                    f"schema version {message.v} is not supported (expected {SCHEMA_VERSION})",
+                )
+            )
         problem = vin_problem(message.vin)
         if problem:
             errors.append(FieldError(("vin",), "invalid_vin", problem))
         if not 1 <= len(message.message_id) <= limits.max_message_id_len:
-            errors.append(FieldError(("message_id",), "invalid_length",
-                                     f"message_id must have 1 to {limits.max_message_id_len} characters"))
+            errors.append(
+                FieldError(
+                    ("message_id",),
+                    "invalid_length",
+                    f"message_id must have 1 to {limits.max_message_id_len} characters",
+                )
+            )
         if message.seq < 0:
             errors.append(FieldError(("seq",), "out_of_range", "seq must be >= 0"))
         samples = message.samples
         if not samples:
             errors.append(FieldError(("samples",), "empty", "at least one sample is required"))
         elif len(samples) > limits.max_samples:
-            errors.append(FieldError(("samples",), "too_many",
-                                     f"{len(samples)} samples; at most {limits.max_samples} per message"))
+            errors.append(
+                FieldError(
+                    ("samples",),
+                    "too_many",
+                    f"{len(samples)} samples; at most {limits.max_samples} per message",
+                )
+            )
             return errors
         earliest = now_ms - limits.max_age_ms
         latest = now_ms + limits.max_future_skew_ms
@@ -98,24 +115,48 @@ class Validator:
         for i, sample in enumerate(samples):
             ts = sample.ts
             if ts > latest:
-                errors.append(FieldError(("samples", i, "ts"), "in_future",
-                                         f"timestamp {ts} is {(ts - now_ms) / 1000:.0f} s in the future "
-                                         f"(allowed skew {limits.max_future_skew_ms // 1000} s)"))
+                errors.append(
+                    FieldError(
+                        ("samples", i, "ts"),
+                        "in_future",
+                        f"timestamp {ts} is {(ts - now_ms) / 1000:.0f} s in the future "
+                        f"(allowed skew {limits.max_future_skew_ms // 1000} s)",
+                    )
+                )
             elif ts < earliest:
-                errors.append(FieldError(("samples", i, "ts"), "too_old",
-                                         f"timestamp {ts} is older than {limits.max_age_ms // 86_400_000} days"))
+                errors.append(
+                    FieldError(
+                        ("samples", i, "ts"),
+                        "too_old",
+                        f"timestamp {ts} is older than {limits.max_age_ms // 86_400_000} days",
+                    )
+                )
             signals = sample.signals
             if not signals:
-                errors.append(FieldError(("samples", i, "signals"), "empty", "a sample needs at least one signal"))
+                errors.append(
+                    FieldError(
+                        ("samples", i, "signals"), "empty", "a sample needs at least one signal"
+                    )
+                )
             elif len(signals) > limits.max_signals_per_sample:
-                errors.append(FieldError(("samples", i, "signals"), "too_many",
-                                         f"{len(signals)} signals; at most {limits.max_signals_per_sample}"))
+                errors.append(
+                    FieldError(
+                        ("samples", i, "signals"),
+                        "too_many",
+                        f"{len(signals)} signals; at most {limits.max_signals_per_sample}",
+                    )
+                )
                 continue
             for path, value in signals.items():
                 rule = rules.get(path)
                 if rule is None:
-                    errors.append(FieldError(("samples", i, "signals", path), "unknown_signal",
-                                             f"{path!r} is not in the signal catalog"))
+                    errors.append(
+                        FieldError(
+                            ("samples", i, "signals", path),
+                            "unknown_signal",
+                            f"{path!r} is not in the signal catalog",
+                        )
+                    )
                 else:
                     msg = _check_value(rule, value)
                     if msg is not None:
@@ -137,7 +178,9 @@ def _check_value(rule: _Rule, value: object) -> tuple[str, str] | None:
         if vt is not int:
             return "wrong_type", f"expected an integer, got {_json_type(value)}"
     elif kind == "bool":
-        return None if vt is bool else ("wrong_type", f"expected a boolean, got {_json_type(value)}")
+        return (
+            None if vt is bool else ("wrong_type", f"expected a boolean, got {_json_type(value)}")
+        )
     elif kind == "string":
         if vt is not str:
             return "wrong_type", f"expected a string, got {_json_type(value)}"
@@ -161,8 +204,15 @@ def _check_value(rule: _Rule, value: object) -> tuple[str, str] | None:
 
 
 def _json_type(value: object) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            type(None): "null", dict: "object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        type(None): "null",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def decode_errors(exc: msgspec.MsgspecError) -> list[FieldError]:

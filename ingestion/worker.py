@@ -86,9 +86,13 @@ class ArchiveHandler(BatchHandler):
         self.stored = {k: v for k, v in self.stored.items() if v[0] not in gone}
 
     def _covered(self, topic: str, partition: int, offset: int) -> bool:
-        return any(first <= offset <= last for first, last in self.coverage.get((topic, partition), ()))
+        return any(
+            first <= offset <= last for first, last in self.coverage.get((topic, partition), ())
+        )
 
-    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> HandlerResult:
+    async def process(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> HandlerResult:
         result = HandlerResult()
         now_ms = int(time.time() * 1000)
         for tp, records in batch.items():
@@ -148,9 +152,8 @@ class ArchiveHandler(BatchHandler):
         return message
 
     async def tick(self) -> None:
-        due = (
-            self.buffer.approx_bytes >= self.roll_bytes
-            or (time.monotonic() - self.buffer.opened_at >= self.roll_seconds)
+        due = self.buffer.approx_bytes >= self.roll_bytes or (
+            time.monotonic() - self.buffer.opened_at >= self.roll_seconds
         )
         if due and (self.buffer.ranges or self.pending != self.durable):
             await self.roll()

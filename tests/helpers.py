@@ -50,7 +50,9 @@ def encode(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload)
 
 
-def stack_settings(tmp: Path, bootstrap: str, db_url: str, suffix: str, **overrides: Any) -> Settings:
+def stack_settings(
+    tmp: Path, bootstrap: str, db_url: str, suffix: str, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
         "data_dir": tmp,
@@ -66,7 +68,9 @@ def stack_settings(tmp: Path, bootstrap: str, db_url: str, suffix: str, **overri
     return Settings(**values)
 
 
-async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+async def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0
+) -> list[Any]:
     """Read a topic from the beginning until ``expected`` records arrived (or time out)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"

@@ -15,7 +15,7 @@ from core.auth.service import create_principal_with_credential
 from core.config import Settings
 from core.db import make_engine, session_scope, upgrade
 from core.localkafka import ensure_topics
-from tests.helpers import database_url, stack_settings, new_vin
+from tests.helpers import database_url, new_vin, stack_settings
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,9 @@ def new_vehicle_token(settings: Settings, vin: str | None = None) -> tuple[str, 
     engine = make_engine(settings)
     try:
         with session_scope(engine) as session:
-            _, token = create_principal_with_credential(session, f"vehicle-{vin}", "vehicle", vin=vin)
+            _, token = create_principal_with_credential(
+                session, f"vehicle-{vin}", "vehicle", vin=vin
+            )
     finally:
         engine.dispose()
     return vin, token

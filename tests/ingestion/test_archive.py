@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 import posixpath
+import time
 from pathlib import Path
 
 import duckdb
@@ -23,10 +23,20 @@ DAY = dt.datetime(2026, 11, 21, 23, 59, 58, tzinfo=dt.UTC)
 def buffer_with(vin: str, offsets: range, *, start: dt.datetime = DAY) -> RowBuffer:
     buffer = RowBuffer()
     for offset in offsets:
-        msg = decode(encode(message(vin, seq=offset, samples=3, message_id=f"m{offset}",
-                                    ts_ms=int(start.timestamp() * 1000) + offset * 3000)))
-        buffer.add(msg, topic="t", partition=0, offset=offset, received_at=None,
-                   catalog=CATALOG, size=100)
+        msg = decode(
+            encode(
+                message(
+                    vin,
+                    seq=offset,
+                    samples=3,
+                    message_id=f"m{offset}",
+                    ts_ms=int(start.timestamp() * 1000) + offset * 3000,
+                )
+            )
+        )
+        buffer.add(
+            msg, topic="t", partition=0, offset=offset, received_at=None, catalog=CATALOG, size=100
+        )
     return buffer
 
 
@@ -45,9 +55,9 @@ def test_roll_spans_dates_and_reads_back_by_vin_and_time(tmp_path: Path) -> None
     narrow = archive.read(vin, DAY, DAY + dt.timedelta(seconds=3), columns=["ts", "Vehicle.Speed"])
     assert narrow.column_names == ["ts", "Vehicle.Speed"] and narrow.num_rows == 3
     # DuckDB reads the lake directly.
-    count = duckdb.sql(
-        f"select count(*) from read_parquet('{tmp_path}/{DATASET_DIR}/*/*.parquet', hive_partitioning=1)"
-    ).fetchall()
+    glob = f"{tmp_path}/{DATASET_DIR}/*/*.parquet"
+    query = f"select count(*) from read_parquet('{glob}', hive_partitioning=1)"
+    count = duckdb.sql(query).fetchall()
     assert count == [(18,)]
 
 

@@ -60,7 +60,9 @@ def consumed(settings: Settings, pid: int) -> int:
 async def produce_stream(settings: Settings, ids: list[str]) -> None:
     vins = [new_vin(i) for i in range(VEHICLES)]
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True,
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
         linger_ms=20,
     )
     await producer.start()
@@ -70,8 +72,9 @@ async def produce_stream(settings: Settings, ids: list[str]) -> None:
             vin = vins[i % VEHICLES]
             payload = message(vin, seq=i, samples=2, message_id=f"crash-{i}")
             ids.append(payload["message_id"])
-            futures.append(await producer.send(settings.telemetry_topic, encode(payload),
-                                               key=vin.encode()))
+            futures.append(
+                await producer.send(settings.telemetry_topic, encode(payload), key=vin.encode())
+            )
             if i % 5000 == 0:
                 await asyncio.sleep(0.2)  # a stream, not one burst
         await asyncio.gather(*futures)  # every id in `ids` is acknowledged by Kafka

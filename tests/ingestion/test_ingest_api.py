@@ -6,10 +6,10 @@ import gzip
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from schemathesis.core import NOT_SET
-from fastapi.testclient import TestClient
 
 from core.config import Settings
 from tests.helpers import encode, message, new_vin
@@ -29,7 +29,10 @@ def test_credentials_are_required_and_scoped(
     body = encode(message(vin))
     missing = client.post("/v1/telemetry", content=body)
     assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
-    assert client.post("/v1/telemetry", content=body, headers=bearer("flt_nope_nope")).status_code == 401
+    assert (
+        client.post("/v1/telemetry", content=body, headers=bearer("flt_nope_nope")).status_code
+        == 401
+    )
     other = client.post("/v1/telemetry", content=encode(message(new_vin())), headers=bearer(token))
     assert other.status_code == 403
     assert other.json()["detail"][0]["loc"] == ["body", "vin"]
@@ -77,12 +80,16 @@ def test_openapi_schema_never_yields_5xx(client: TestClient, settings: Settings)
     for operation in schema.get_all_operations():
         op = operation.ok()
         strategy = op.as_strategy()
+
         @hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         @given(case=strategy)
         def check(case: schemathesis.Case) -> None:
             case.headers = {**(case.headers or {}), **bearer(token)}
             response = client.request(
-                case.method, case.formatted_path, headers=case.headers, params=case.query,
+                case.method,
+                case.formatted_path,
+                headers=case.headers,
+                params=case.query,
                 json=case.body if case.body is not NOT_SET else None,
             )
             if response.status_code >= 500:

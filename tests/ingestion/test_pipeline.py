@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from core.workers import build_runner
 from ingestion.archive import ParquetArchive
-from tests.helpers import encode, headers_dict, message, read_topic, new_vin
+from tests.helpers import encode, headers_dict, message, new_vin, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -66,7 +66,9 @@ def test_ingest_acknowledges_after_kafka_and_archive_stores_once(
     assert table.num_rows == 5 + 4 + 2
     third_id = orjson.loads(gzip.decompress(gz))["message_id"]
     assert set(table["message_id"].to_pylist()) == {
-        first["message_id"], second["message_id"], third_id
+        first["message_id"],
+        second["message_id"],
+        third_id,
     }
     speeds = pc.unique(table["Vehicle.Speed"]).to_pylist()
     assert speeds == [52.5]
@@ -79,7 +81,13 @@ def test_bad_records_on_the_bus_go_to_dlq_with_reason(settings: Settings) -> Non
     unknown = message(vin, seq=2, signals={"Vehicle.NoSuchSignal": 1.0})
     out_of_range = message(vin, seq=3, signals={"Vehicle.Speed": 9999.0})
     wrong_type = message(vin, seq=4, signals={"Vehicle.Speed": "fast"})
-    payloads = [encode(good), encode(unknown), encode(out_of_range), encode(wrong_type), b"{not json"]
+    payloads = [
+        encode(good),
+        encode(unknown),
+        encode(out_of_range),
+        encode(wrong_type),
+        b"{not json",
+    ]
 
     async def produce() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
@@ -114,7 +122,8 @@ def test_restarted_worker_does_not_archive_twice(settings: Settings) -> None:
         try:
             for seq in seqs:
                 await producer.send_and_wait(
-                    settings.telemetry_topic, encode(message(vin, seq=seq, message_id=f"m{seq}")),
+                    settings.telemetry_topic,
+                    encode(message(vin, seq=seq, message_id=f"m{seq}")),
                     key=vin.encode(),
                 )
         finally:

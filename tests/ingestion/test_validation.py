@@ -110,7 +110,9 @@ valid_signals = st.sampled_from(sorted(CATALOG)).flatmap(
 @given(st.lists(st.lists(valid_signals, min_size=1, max_size=8), min_size=1, max_size=5))
 def test_any_in_catalog_message_is_valid(samples: list[list[tuple[str, object]]]) -> None:
     msg = TelemetryMessage(
-        vin=VIN, message_id="m-1", seq=0,
+        vin=VIN,
+        message_id="m-1",
+        seq=0,
         samples=[Sample(ts=NOW - i, signals=dict(pairs)) for i, pairs in enumerate(samples)],
     )
     assert VALIDATOR.validate(decode(msgspec.json.encode(msg)), NOW) == []

@@ -8,9 +8,10 @@ Create Date: 2026-11-22 01:29:47.606318
 from __future__ import annotations
 
 import sqlalchemy as sa
-import core.db
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import core.db
 
 revision = "0001"
 down_revision = None
