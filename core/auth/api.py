@@ -56,7 +56,7 @@ def list_principals(
     _admin: AdminAuth,
     role: Role | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[PrincipalRead]:
     return service.list_principals(session, role=role, limit=limit, offset=offset)
 

@@ -48,7 +48,7 @@ def list_vehicles(
     region: Annotated[str | None, Query(max_length=16)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[VehicleRead]:
     """Vehicles ordered by VIN; every given filter must match."""
     filters = VehicleFilter(model=model, model_year=model_year, region=region, tag=tag)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import uuid
 
 import pytest
 import schemathesis
@@ -11,7 +12,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from schemathesis.core import NOT_SET
 
+from core.auth.service import create_principal_with_credential
 from core.config import Settings
+from core.db import make_engine, session_scope
 from tests.helpers import encode, message, new_vin
 from tests.ingestion.conftest import new_vehicle_token
 
@@ -72,23 +75,31 @@ def test_malformed_bodies(
     assert response.json()["error"] == code
 
 
-def test_openapi_schema_never_yields_5xx(client: TestClient, settings: Settings) -> None:
-    """Schemathesis generates bodies from the OpenAPI document; nothing may answer 5xx."""
-    vin, token = new_vehicle_token(settings)
+@pytest.mark.parametrize("role", ["admin", "vehicle"])
+def test_openapi_schema_never_yields_5xx(client: TestClient, settings: Settings, role: str) -> None:
+    """Schemathesis generates requests for every operation in the OpenAPI document, as an
+    admin and as a vehicle; nothing may answer 5xx."""
+    if role == "vehicle":
+        _, token = new_vehicle_token(settings)
+    else:
+        engine = make_engine(settings)
+        with session_scope(engine) as session:
+            _, token = create_principal_with_credential(session, f"admin-{uuid.uuid4()}", "admin")
+        engine.dispose()
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
     failures: list[str] = []
-    for operation in schema.get_all_operations():
-        op = operation.ok()
-        strategy = op.as_strategy()
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
 
-        @hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(case=strategy)
+        @hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
         def check(case: schemathesis.Case) -> None:
-            case.headers = {**(case.headers or {}), **bearer(token)}
             response = client.request(
                 case.method,
                 case.formatted_path,
-                headers=case.headers,
+                headers={**(case.headers or {}), **bearer(token)},
                 params=case.query,
                 json=case.body if case.body is not NOT_SET else None,
             )
@@ -96,4 +107,5 @@ def test_openapi_schema_never_yields_5xx(client: TestClient, settings: Settings)
                 failures.append(f"{case.method} {case.formatted_path}: {response.status_code}")
 
         check()
+    assert operations >= 8  # telemetry, principals, credentials, vehicles, health
     assert failures == []
