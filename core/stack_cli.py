@@ -143,6 +143,7 @@ async def simulate(
         late_sent=sum(r.late_sent for r in results),
         samples_sent=sum(r.samples_sent for r in results),
         direct_vehicles=len(direct),
+        labels=[label for r in results for label in r.labels],
     )
     return totals
 
@@ -184,7 +185,8 @@ def sim(
     if via not in ("http", "kafka"):
         raise typer.BadParameter("--via must be http or kafka")
     settings = get_settings()
-    fleet = make_fleet(vehicles, seed, faults=faults)
+    # Faults develop within the run's simulated time, so they show in its data.
+    fleet = make_fleet(vehicles, seed, faults=faults, fault_horizon_s=duration * speedup)
     tokens: dict[str, str] = {}
     url = None
     if via == "http":
@@ -209,10 +211,10 @@ def sim(
                 ),
             )
         )
+    fault_truth = totals.pop("labels")
     if labels:
-        from simulator import fault_labels
-
-        write_labels(labels, fault_labels(fleet, int(time.time() * 1000)))
+        write_labels(labels, fault_truth)
+        totals["labels_written"] = len(fault_truth)
     print(json.dumps({"vehicles": vehicles, **totals}))
 
 

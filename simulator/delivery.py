@@ -158,15 +158,15 @@ class VehicleStream:
 
     def step(self, end_ms: int | None = None) -> list[Delivery] | None:
         """Generate the next message and return what is transmitted now (possibly nothing,
-        while offline). None when the message would reach ``end_ms`` or later: the stream is
-        at its end (call :meth:`flush`)."""
+        while offline). None when it would be sent at ``end_ms`` or later: the stream is at
+        its end (call :meth:`flush`)."""
         cfg = self.config.delivery
         samples = self.sim.advance(self.config.samples_per_message)
         last_ts = samples[-1].ts
-        if end_ms is not None and last_ts >= end_ms:
+        sent_at = last_ts + int(self.rng.integers(20, self._max_latency_ms))
+        if end_ms is not None and sent_at >= end_ms:
             return None
         self.last_ts = last_ts
-        sent_at = last_ts + int(self.rng.integers(20, self._max_latency_ms))
         # Draw every decision for every message, so one rate never shifts another's choices.
         u_dup, u_late, u_bad = self.rng.random(3)
         outage_s = float(self.rng.uniform(*cfg.outage_s))

@@ -273,28 +273,28 @@ def _make_profile(
     rear = float(rng.uniform(2, 45))
     ecus = _ecus(rng, spec, model_year)
     vin = make_vin(spec.wmi, spec.vds, year_code(model_year), spec.plant, serial)
-    common = dict(
+    seed = int(rng.integers(2**62))
+    mass_kg = spec.mass_kg + float(rng.uniform(70, 250))
+    pads = (front, front + float(rng.uniform(-2, 2)), rear, rear + float(rng.uniform(-2, 2)))
+    base = VehicleProfile(
         vin=vin, make=spec.make, model=spec.model, model_year=model_year, powertrain=powertrain,
         usage=usage, region=region.code, time_zone=region.time_zone,
-        home_lat=round(home_lat, 6), home_lon=round(home_lon, 6), ecus=ecus,
-        seed=int(rng.integers(2**62)), mass_kg=spec.mass_kg + float(rng.uniform(70, 250)),
-        cda_m2=spec.cda_m2, crr=spec.crr, odometer_m=odometer_m,
+        home_lat=round(home_lat, 6), home_lon=round(home_lon, 6), ecus=ecus, seed=seed,
+        mass_kg=mass_kg, cda_m2=spec.cda_m2, crr=spec.crr, odometer_m=odometer_m,
         tire_placard_kpa=spec.tire_placard_kpa,
-        pad_wear_pct=(front, front + float(rng.uniform(-2, 2)), rear,
-                      rear + float(rng.uniform(-2, 2))),
+        pad_wear_pct=(_pad(pads[0]), _pad(pads[1]), _pad(pads[2]), _pad(pads[3])),
         lv_rest_voltage=float(rng.uniform(12.55, 12.75)),
         driver_accel_mps2=float(rng.uniform(1.1, 2.2)),
         driver_brake_mps2=float(rng.uniform(1.3, 2.6)),
         driver_speed_factor=float(rng.uniform(0.92, 1.08)),
         commute_km=float(np.clip(rng.lognormal(math.log(12), 0.6), 2, 60)),
     )  # fmt: skip
-    common["pad_wear_pct"] = tuple(float(np.clip(w, 0, 80)) for w in common["pad_wear_pct"])
     if powertrain is Powertrain.BEV:
         home_kw = 0.0
         if usage is Usage.PRIVATE and rng.random() < 0.75:
             home_kw = 7.2 if region.ac_phases == 1 else 11.0
-        return VehicleProfile(
-            **common,
+        return dataclasses.replace(
+            base,
             battery_kwh=spec.battery_kwh,
             battery_soh_pct=float(np.clip(100 - age * rng.uniform(1.2, 2.6), 70, 100)),
             cells_series=spec.cells_series,
@@ -307,13 +307,17 @@ def _make_profile(
             plug_in_below_pct=float(rng.uniform(40, 85)),
             initial_soc_pct=float(rng.uniform(35, 90)),
         )
-    return VehicleProfile(
-        **common,
+    return dataclasses.replace(
+        base,
         tank_l=spec.tank_l,
         engine_efficiency=spec.engine_efficiency,
         gears=spec.gears,
         initial_fuel_pct=float(rng.uniform(25, 95)),
     )
+
+
+def _pad(wear: float) -> float:
+    return float(np.clip(wear, 0, 80))
 
 
 def _ecus(rng: np.random.Generator, spec: ModelSpec, model_year: int) -> tuple[Ecu, ...]:

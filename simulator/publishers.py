@@ -257,7 +257,8 @@ class KafkaPublisher(_Lifecycle):
     async def publish(self, message: TelemetryMessage) -> bool:
         from aiokafka.errors import KafkaError
 
-        await self.start()
+        if self._producer is None:
+            await self.start()
         self.stats.sent += 1
         try:
             await self._producer.send_and_wait(

@@ -13,11 +13,12 @@ import heapq
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.telemetry import TelemetryMessage
 from simulator.delivery import Delivery, DeliveryKind, MalformedKind, SimConfig, VehicleStream
 from simulator.fleet import VehicleProfile
-from simulator.labels import FaultLabel, fault_labels
+from simulator.labels import FaultLabel, fault_labels, write_labels
 from simulator.publishers import Publisher, PublisherStats
 
 
@@ -52,6 +53,10 @@ class SimulationResult:
     """``publish`` calls that returned True."""
     publisher: PublisherStats = field(default_factory=PublisherStats)
     labels: list[FaultLabel] = field(default_factory=list)
+
+    def write_labels(self, path: str | Path) -> Path:
+        """Write the fault labels of this run (``.jsonl`` or ``.parquet``)."""
+        return write_labels(path, self.labels)
 
     def record(self, delivery: Delivery, ok: bool) -> None:
         message = delivery.message
@@ -100,9 +105,10 @@ def iter_deliveries(
     config: SimConfig | None = None,
     start_seq: Mapping[str, int] | None = None,
 ) -> Iterator[Delivery]:
-    """Every transmission of every vehicle whose samples all lie in
-    ``[start_ms, start_ms + duration)``, ordered by transmission time (ties by fleet order),
-    with its kind (normal, duplicate, late, malformed). No I/O; deterministic."""
+    """Every transmission of every vehicle from ``start_ms`` until ``start_ms + duration``
+    (a message sent after the end is not generated; vehicles offline at the end send their
+    backlog at the end), ordered by transmission time (ties by fleet order), with its kind
+    (normal, duplicate, late, malformed). No I/O; deterministic."""
     end_ms = int(start_ms + duration_s_simulated * 1000)
     streams = _streams(fleet, start_ms, seed, config, start_seq)
 
@@ -195,6 +201,8 @@ async def run_simulation(
             # Behind schedule: no pause, but still let the other vehicles run.
             await asyncio.sleep(max(0.0, wait))
             await deliver(deliveries)
+        # The run lasts ``duration_s``; a vehicle still offline sends its backlog at the end.
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
         await deliver(stream.flush(max(sim_now(), stream.last_ts or start_ms)))
 
     def report() -> None:

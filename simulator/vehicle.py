@@ -17,7 +17,8 @@ Physics, per sample (``dt`` = sample interval):
   cools to the outside air when parked; tire pressure follows the tire temperature (ideal
   gas, cold pressure set at 20 C); the 12 V battery sits at 13.9-14.2 V while running or
   charging, shows a surface charge that decays after parking, and dips when cranking;
-* brake pad wear grows with the friction braking energy (front pads take 70 %).
+* brake pad wear grows with the friction braking energy (front pads take 70 %);
+* vertical acceleration is the road's (gravity removed): noise growing with speed.
 
 Noise is drawn from a stream of its own, one fixed-width row per sample, so the data does not
 depend on how samples are batched into messages.
@@ -29,8 +30,8 @@ import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -160,7 +161,11 @@ class VehicleSim:
         self.noise_rng = np.random.default_rng(np.random.SeedSequence([*seed, 2]))
         self.phase_ms = int(self.plan_rng.integers(self.dt_ms))
         self.k = 0
-        self.tz = ZoneInfo(profile.time_zone)
+        self.tz: tzinfo
+        try:
+            self.tz = ZoneInfo(profile.time_zone)
+        except ZoneInfoNotFoundError:  # no tz database: local solar time is close enough
+            self.tz = timezone(timedelta(hours=round(self.region.lon / 15)))
         # State
         self.east = 0.0
         self.north = 0.0
@@ -461,7 +466,7 @@ class VehicleSim:
         i0 = act.i
         sl = slice(i0, i0 + k)
         ts, t = self._times(k, 1)
-        noise = self.noise_rng.standard_normal((_NOISE_COLS, k))
+        noise = self.noise_rng.standard_normal((k, _NOISE_COLS)).T
         amb = self.ambient.many(ts)
         v = leg.v[sl]
         odo = act.odo0 + leg.s[sl]
@@ -596,7 +601,7 @@ class VehicleSim:
         avg = volt / self.profile.cells_series
         imbalance = self._progress(FaultKind.CELL_IMBALANCE, t, cap=1.3)
         abs_i = np.abs(current)
-        spread = self.cell_spread
+        spread: np.ndarray | float = self.cell_spread
         load_extra = 0.00004 * abs_i
         if imbalance is not None:
             spread = spread + (CELL_SPREAD_FAILURE_V - self.cell_spread) * imbalance**1.5
@@ -684,7 +689,7 @@ class VehicleSim:
             ts, t, amb = ts[:k], t[:k], amb[:k]
         else:
             coolant, fuel = self._engine_park_state(act, amb, span)
-        noise = self.noise_rng.standard_normal((_NOISE_COLS, k))
+        noise = self.noise_rng.standard_normal((k, _NOISE_COLS)).T
         f = _Frame(k)
         self._motion(f, 0.0, 0.0, 0.0, self.east, self.north, self.heading, self.odometer,
                      noise, gps_sigma=1.5)  # fmt: skip
