@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from core.config import Settings
+from core.db import session_scope
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -20,13 +21,8 @@ def get_settings_dep(request: Request) -> Settings:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request; committed once when the handler succeeds."""
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with session_scope(request.app.state.engine) as session:
+        yield session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

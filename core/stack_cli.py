@@ -244,7 +244,7 @@ def _stack_session(
                     settings.bootstrap_servers, archive_group, settings.telemetry_topic
                 )
             )
-        fleet = make_fleet(vehicles, seed, faults=0.1)
+        fleet = make_fleet(vehicles, seed, faults=0.1, commercial_share=0.5)
         tokens = register_fleet(settings, fleet)
         console.print(f"fleet: {vehicles} vehicles registered with credentials")
         stack.start_workers(["archive"])

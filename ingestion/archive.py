@@ -140,17 +140,13 @@ class RowBuffer:
                     column[1].append(value)
                 else:
                     self.extra.setdefault(row, {})[path] = value
-        span = self.ranges.get((topic, partition))
-        if span is None:
-            self.ranges[(topic, partition)] = [offset, offset]
-        else:
-            span[0] = min(span[0], offset)
-            span[1] = max(span[1], offset)
+        self.note_offset(topic, partition, offset)
         self.messages += 1
         self.approx_bytes += size
 
     def note_offset(self, topic: str, partition: int, offset: int) -> None:
-        """Extend the covered range for a record that produced no rows (dead letter, dup)."""
+        """Extend the roll's covered offset range (also for records that produced no rows:
+        dead letters and duplicates)."""
         span = self.ranges.get((topic, partition))
         if span is None:
             self.ranges[(topic, partition)] = [offset, offset]
