@@ -139,3 +139,29 @@ def test_arbitrary_bytes_never_crash_decoding(raw: bytes) -> None:
         assert decode_errors(exc)
     else:
         VALIDATOR.validate(msg, NOW)
+
+
+def test_a_full_vss_catalog_accepts_any_vss_signal_and_archives_it_as_extra(tmp_path) -> None:
+    from tests.core.test_signals import VSS_REFERENCE
+
+    if not VSS_REFERENCE.exists():
+        pytest.skip(f"VSS 6.0 reference not found at {VSS_REFERENCE}")
+    from core.signals import merged_catalog
+    from ingestion.archive import ParquetArchive, RowBuffer
+
+    door = "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen"
+    payload = message(VIN, samples=1, ts_ms=NOW, signals={door: True, "Vehicle.Speed": 3.0})
+    assert errors_for(payload) == [(("samples", 0, "signals", door), "unknown_signal")]
+    catalog = merged_catalog(VSS_REFERENCE)
+    full = Validator(catalog, Limits())
+    msg = decode(encode(payload))
+    assert full.validate(msg, NOW) == []
+    bad = decode(encode(message(VIN, samples=1, ts_ms=NOW, signals={door: "open"})))
+    assert [e.type for e in full.validate(bad, NOW)] == ["wrong_type"]
+    archive = ParquetArchive(str(tmp_path))
+    buffer = RowBuffer()
+    buffer.add(msg, topic="t", partition=0, offset=0, received_at=None, catalog=archive.catalog,
+               size=1)
+    archive.write_roll(buffer)
+    table = archive.dataset().to_table(columns=["Vehicle.Speed", "extra_signals"])
+    assert table.to_pylist() == [{"Vehicle.Speed": 3.0, "extra_signals": f'{{"{door}":true}}'}]
