@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,15 +36,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from ingestion.producer import ProducerHolder
-        from ingestion.validation import Limits, Validator
+        from ingestion.validation import FastValidator, Limits, Validator
 
         app.state.settings = settings
         app.state.engine = make_engine(settings)
-        app.state.validator = Validator(
-            merged_catalog(settings.vss_catalog_path), Limits.from_settings(settings)
+        catalog = merged_catalog(settings.vss_catalog_path)
+        limits = Limits.from_settings(settings)
+        app.state.validator = Validator(catalog, limits)
+        app.state.fast_validator = (
+            FastValidator(catalog, limits)
+            if settings.vss_catalog_path is None and FastValidator.usable(catalog, limits)
+            else None
         )
         app.state.producer = ProducerHolder(settings)
         await app.state.producer.start()
+        gc.freeze()  # start-up objects live forever; spare the collector from scanning them
         try:
             yield
         finally:

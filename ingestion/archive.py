@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,10 @@ class RowBuffer:
     partition: list[int] = field(default_factory=list)
     offset: list[int] = field(default_factory=list)
     signals: dict[str, tuple[list[int], list[Any]]] = field(default_factory=dict)
+    typed_signals: list[Any] = field(default_factory=list)
+    """Signals structs of samples decoded by ``FastValidator`` (one per row, in row order)."""
+    typed_fields: dict[str, str] | None = None
+    """VSS path -> struct field, when this buffer holds typed samples."""
     extra: dict[int, dict[str, Any]] = field(default_factory=dict)
     ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     messages: int = 0
@@ -144,6 +149,34 @@ class RowBuffer:
         self.messages += 1
         self.approx_bytes += size
 
+    def add_typed(
+        self,
+        message: Any,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        received_at: int | None,
+        size: int,
+    ) -> None:
+        """Add a message decoded by ``FastValidator`` (its signals stay structs until the roll,
+        when each column is read in one pass)."""
+        vin, mid, seq = message.vin, message.message_id, message.seq
+        samples = message.samples
+        count = len(samples)
+        self.vin.extend([vin] * count)
+        self.message_id.extend([mid] * count)
+        self.seq.extend([seq] * count)
+        self.received_at.extend([received_at] * count)
+        self.partition.extend([partition] * count)
+        self.offset.extend([offset] * count)
+        for sample in samples:
+            self.ts.append(sample.ts)
+            self.typed_signals.append(sample.signals)
+        self.note_offset(topic, partition, offset)
+        self.messages += 1
+        self.approx_bytes += size
+
     def note_offset(self, topic: str, partition: int, offset: int) -> None:
         """Extend the roll's covered offset range (also for records that produced no rows:
         dead letters and duplicates)."""
@@ -170,11 +203,14 @@ class RowBuffer:
         for fld in schema:
             if fld.name in columns or fld.name == "extra_signals":
                 continue
-            sparse = self.signals.get(fld.name)
-            columns[fld.name] = _scatter(sparse, n, fld.type)
+            if self.typed_fields is not None:
+                values = list(map(attrgetter(self.typed_fields[fld.name]), self.typed_signals))
+                columns[fld.name] = pa.array(values, type=fld.type)
+            else:
+                columns[fld.name] = _scatter(self.signals.get(fld.name), n, fld.type)
         extra: list[str | None] = [None] * n
-        for row, values in self.extra.items():
-            extra[row] = json.dumps(values, separators=(",", ":"))
+        for row, extra_values in self.extra.items():
+            extra[row] = json.dumps(extra_values, separators=(",", ":"))
         columns["extra_signals"] = pa.array(extra, pa.string())
         return pa.table([columns[f.name] for f in schema], schema=schema)
 
@@ -194,6 +230,14 @@ def _scatter(sparse: tuple[list[int], list[Any]] | None, n: int, typ: pa.DataTyp
     for row, value in zip(rows, values, strict=True):
         full[row] = value
     return pa.array(full, type=typ)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRoll:
+    table: pa.Table | None
+    ranges: list[dict[str, Any]]
+    rows: int
+    messages: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +265,26 @@ class ParquetArchive:
     # -- writing -----------------------------------------------------------------------------
     def write_roll(self, buffer: RowBuffer) -> RollResult:
         """Atomically store ``buffer`` (see module docstring); returns what was written."""
+        return self.commit_roll(self.prepare_roll(buffer))
+
+    def prepare_roll(self, buffer: RowBuffer) -> PreparedRoll:
+        """The Python-heavy half of a roll (building Arrow columns); run it on the thread that
+        owns the buffer. :meth:`commit_roll` does the rest and can run on another thread."""
+        table = buffer.to_table(self.schema) if len(buffer) else None
+        ranges = [
+            {"topic": t, "partition": p, "first": span[0], "last": span[1]}
+            for (t, p), span in sorted(buffer.ranges.items())
+        ]
+        return PreparedRoll(table, ranges, len(buffer), buffer.messages)
+
+    def commit_roll(self, prepared: PreparedRoll) -> RollResult:
+        """Sort, compress and write the files, then the manifest (the commit point), then
+        publish the files. Mostly native code, so it overlaps with decoding on another thread."""
         created_ms = int(time.time() * 1000)
         roll_id = f"{created_ms:013d}-{uuid.uuid4().hex[:12]}"
         files: list[str] = []
-        if len(buffer):
-            table = buffer.to_table(self.schema)
+        if prepared.table is not None:
+            table = prepared.table
             days = pc.divide(pc.cast(table["ts"], pa.int64()), DAY_MS)
             table = table.append_column("_day", days)
             for i, day in enumerate(sorted(set(days.to_pylist()))):
@@ -244,16 +303,13 @@ class ParquetArchive:
             "roll_id": roll_id,
             "created_ms": created_ms,
             "files": files,
-            "rows": len(buffer),
-            "messages": buffer.messages,
-            "ranges": [
-                {"topic": t, "partition": p, "first": span[0], "last": span[1]}
-                for (t, p), span in sorted(buffer.ranges.items())
-            ],
+            "rows": prepared.rows,
+            "messages": prepared.messages,
+            "ranges": prepared.ranges,
         }
         self._write_json(self._path(ROLLS_DIR, f"{roll_id}.json"), manifest)
         self._publish_files(files)
-        return RollResult(roll_id, files, len(buffer), buffer.messages)
+        return RollResult(roll_id, files, prepared.rows, prepared.messages)
 
     def _write_json(self, path: str, payload: Mapping[str, Any]) -> None:
         tmp = temporary_path(path)

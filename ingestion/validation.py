@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from core.signals import SignalSpec, integer_bounds
 from core.telemetry import SCHEMA_VERSION, TelemetryMessage
-from core.vin import vin_problem
+from core.vin import VIN_RE, vin_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,3 +240,116 @@ def _parse_path(path: str) -> list[str | int]:
             else:
                 parts.append(name)
     return parts
+
+
+class FastValidator:
+    """Decode and validate in one pass: a msgspec Struct generated from the catalog (one field
+    per signal, with its type, range and allowed values) so the per-value checks run in C.
+
+    ``decode_valid`` returns a typed message only when the message is valid; for anything else
+    it returns None and the caller runs :class:`Validator` for the exact error list. The two
+    agree on what is valid (``tests/ingestion/test_validation.py`` checks it with Hypothesis).
+    A JSON ``null`` is rejected, exactly as the slow path does (fields default to None but do
+    not accept it).
+    """
+
+    def __init__(self, catalog: Mapping[str, SignalSpec], limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.paths = list(catalog)
+        self.fields = [f"s{i}" for i in range(len(self.paths))]
+        self.field_of = dict(zip(self.paths, self.fields, strict=True))
+        rules = Validator(catalog, self.limits)._rules
+        signals = msgspec.defstruct(
+            "Signals",
+            [(f, _field_type(rules[p]), None) for p, f in self.field_of.items()],
+            rename=dict(zip(self.fields, self.paths, strict=True)),
+            forbid_unknown_fields=True,
+            gc=False,
+        )
+        sample = msgspec.defstruct(
+            "TypedSample", [("ts", int), ("signals", signals)], forbid_unknown_fields=True, gc=False
+        )
+        message = msgspec.defstruct(
+            "TypedMessage",
+            [
+                ("vin", str),
+                ("message_id", str),
+                ("seq", int),
+                ("samples", list[sample]),  # type: ignore[valid-type]
+                ("v", int, SCHEMA_VERSION),
+                ("sent_at", int | None, None),
+            ],
+            forbid_unknown_fields=True,
+        )
+        self.signals_type = signals
+        self._empty = signals()
+        self._decoder = msgspec.json.Decoder(message)
+
+    @staticmethod
+    def usable(catalog: Mapping[str, SignalSpec], limits: Limits) -> bool:
+        """The fast path needs every message to stay under the per-sample signal limit."""
+        return len(catalog) <= limits.max_signals_per_sample
+
+    def decode_valid(self, raw: bytes, now_ms: int) -> Any | None:
+        try:
+            message: Any = self._decoder.decode(raw)
+        except msgspec.MsgspecError:
+            return None
+        limits = self.limits
+        samples = message.samples
+        if (
+            message.v != SCHEMA_VERSION
+            or not VIN_RE.match(message.vin)
+            or not 1 <= len(message.message_id) <= limits.max_message_id_len
+            or message.seq < 0
+            or not 1 <= len(samples) <= limits.max_samples
+        ):
+            return None
+        empty = self._empty
+        earliest, latest = now_ms - limits.max_age_ms, now_ms + limits.max_future_skew_ms
+        for sample in samples:
+            if not earliest <= sample.ts <= latest or sample.signals == empty:
+                return None
+        return message
+
+    def from_message(self, message: TelemetryMessage) -> Any:
+        """The typed form of a message the slow path accepted (the two paths agree, so this
+        is a safety net that should never run)."""
+        field_of = self.field_of
+        samples = [
+            _TypedSampleView(
+                s.ts, self.signals_type(**{field_of[k]: v for k, v in s.signals.items()})
+            )
+            for s in message.samples
+        ]
+        return _TypedMessageView(message.vin, message.message_id, message.seq, samples)
+
+
+@dataclass(frozen=True, slots=True)
+class _TypedSampleView:
+    ts: int
+    signals: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _TypedMessageView:
+    vin: str
+    message_id: str
+    seq: int
+    samples: list[_TypedSampleView]
+
+
+def _field_type(rule: _Rule) -> Any:
+    if rule.kind == "float":
+        return Annotated[float, msgspec.Meta(ge=rule.lo, le=rule.hi)]
+    if rule.kind == "int":
+        lo = None if rule.lo is None else int(rule.lo)
+        hi = None if rule.hi is None else int(rule.hi)
+        return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+    if rule.kind == "bool":
+        return bool
+    if rule.kind == "string":
+        return Literal[tuple(sorted(rule.allowed))] if rule.allowed else str  # type: ignore[misc]
+    if rule.allowed:
+        return list[Literal[tuple(sorted(rule.allowed))]]  # type: ignore[misc]
+    return list[str]

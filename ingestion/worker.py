@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -23,8 +24,8 @@ from core.config import Settings
 from core.runner import BatchHandler, DeadLetter, HandlerResult
 from core.signals import merged_catalog
 from core.telemetry import decode
-from ingestion.archive import ParquetArchive, RowBuffer
-from ingestion.validation import Limits, Validator, decode_errors
+from ingestion.archive import ParquetArchive, PreparedRoll, RowBuffer
+from ingestion.validation import FastValidator, Limits, Validator, decode_errors
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class ArchiveHandler(BatchHandler):
         archive: ParquetArchive,
         validator: Validator,
         *,
+        fast: FastValidator | None = None,
         roll_bytes: int,
         roll_seconds: float,
         dedup_window_s: int = DEDUP_WINDOW_S,
@@ -44,21 +46,26 @@ class ArchiveHandler(BatchHandler):
         super().__init__()
         self.archive = archive
         self.validator = validator
+        self.fast = fast
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
         self.dedup_window_s = dedup_window_s
         self.coverage: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self.stored: dict[tuple[str, str], tuple[int, int]] = {}
-        self.buffer = RowBuffer()
+        self.buffer = self._new_buffer()
         self.buffer_keys: dict[tuple[str, str], tuple[int, int]] = {}
         self.pending: dict[TopicPartition, int] = {}
         self.durable: dict[TopicPartition, int] = {}
         self._rolled_keys: collections.deque[tuple[float, list[tuple[str, str]]]] = (
             collections.deque()
         )
+        self._write: asyncio.Task[None] | None = None
         self.replays_skipped = 0
         self.archived_messages = 0
         self.rolls = 0
+
+    def _new_buffer(self) -> RowBuffer:
+        return RowBuffer(typed_fields=self.fast.field_of if self.fast else None)
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
@@ -122,34 +129,53 @@ class ArchiveHandler(BatchHandler):
             result.duplicates += 1
             self.buffer.note_offset(topic, partition, offset)
             return
-        self.buffer.add(
-            message,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            received_at=record.timestamp,
-            catalog=self.archive.catalog,
-            size=len(record.value or b""),
-        )
+        size = len(record.value or b"")
+        if self.fast is not None:
+            self.buffer.add_typed(
+                message,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                received_at=record.timestamp,
+                size=size,
+            )
+        else:
+            self.buffer.add(
+                message,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                received_at=record.timestamp,
+                catalog=self.archive.catalog,
+                size=size,
+            )
         self.buffer_keys[key] = here
         result.processed += 1
 
     def _check(self, record: ConsumerRecord, now_ms: int) -> Any:
         if not record.value:
             return DeadLetter(record, "empty_value", "record has no value")
+        # Late data is legitimate on the bus (store-and-forward): judge age by when Kafka got it.
+        reference_ms = record.timestamp if record.timestamp and record.timestamp > 0 else now_ms
+        if self.fast is not None:
+            typed = self.fast.decode_valid(record.value, reference_ms)
+            if typed is not None:
+                if record.key != typed.vin.encode():
+                    return DeadLetter(
+                        record, "key_mismatch", "the record key must be the message's VIN"
+                    )
+                return typed
         try:
             message = decode(record.value)
         except msgspec.MsgspecError as exc:
             errors = decode_errors(exc)
             return DeadLetter(record, errors[0].type, [e.as_dict() for e in errors])
-        # Late data is legitimate on the bus (store-and-forward): judge age by when Kafka got it.
-        reference_ms = record.timestamp if record.timestamp and record.timestamp > 0 else now_ms
         errors = self.validator.validate(message, reference_ms)
         if errors:
             return DeadLetter(record, errors[0].type, [e.as_dict() for e in errors[:20]])
         if record.key != message.vin.encode():
             return DeadLetter(record, "key_mismatch", "the record key must be the message's VIN")
-        return message
+        return self.fast.from_message(message) if self.fast is not None else message
 
     async def tick(self) -> None:
         due = self.buffer.approx_bytes >= self.roll_bytes or (
@@ -159,18 +185,36 @@ class ArchiveHandler(BatchHandler):
             await self.roll()
 
     async def roll(self) -> None:
+        """Close the buffer as a roll. Arrow columns are built here; sorting, compression and
+        the atomic commit run on a thread while consumption goes on (at most one roll in
+        flight). Offsets become durable only when that roll has committed."""
+        await self._wait_for_write()
         buffer, keys, pending = self.buffer, self.buffer_keys, dict(self.pending)
-        self.buffer, self.buffer_keys = RowBuffer(), {}
-        if buffer.ranges:
-            rolled = await asyncio.to_thread(self.archive.write_roll, buffer)
-            self.rolls += 1
-            self.archived_messages += rolled.messages
-            for (topic, partition), (first, last) in buffer.ranges.items():
-                self.coverage.setdefault((topic, partition), []).append((first, last))
-            self.stored.update(keys)
-            self._rolled_keys.append((time.monotonic(), list(keys)))
+        self.buffer, self.buffer_keys = self._new_buffer(), {}
+        if not buffer.ranges:
+            self.durable.update(pending)  # nothing consumed since the last committed roll
+            self._prune()
+            return
+        prepared = self.archive.prepare_roll(buffer)
+        # Later records must already see these keys and offsets as stored (dedup), even while
+        # the files are being written; a failed write stops the worker before any commit.
+        for (topic, partition), (first, last) in buffer.ranges.items():
+            self.coverage.setdefault((topic, partition), []).append((first, last))
+        self.stored.update(keys)
+        self._rolled_keys.append((time.monotonic(), list(keys)))
+        self._write = asyncio.create_task(self._commit(prepared, pending))
+
+    async def _commit(self, prepared: PreparedRoll, pending: dict[TopicPartition, int]) -> None:
+        rolled = await asyncio.to_thread(self.archive.commit_roll, prepared)
+        self.rolls += 1
+        self.archived_messages += rolled.messages
         self.durable.update(pending)
         self._prune()
+
+    async def _wait_for_write(self) -> None:
+        if self._write is not None:
+            write, self._write = self._write, None
+            await write  # re-raises a failed write: the worker stops without committing
 
     def _prune(self) -> None:
         """Keep memory bounded: offsets below the committed position are never replayed, and
@@ -186,6 +230,13 @@ class ArchiveHandler(BatchHandler):
 
     async def flush(self) -> None:
         await self.roll()
+        await self._wait_for_write()
+
+    async def close(self) -> None:
+        if self._write is not None:
+            self._write.cancel()
+            with contextlib.suppress(BaseException):
+                await self._write
 
     def durable_offsets(self) -> dict[TopicPartition, int]:
         return dict(self.durable)
@@ -193,9 +244,18 @@ class ArchiveHandler(BatchHandler):
 
 def build_archive_handler(settings: Settings) -> ArchiveHandler:
     catalog = merged_catalog(settings.vss_catalog_path)
+    limits = Limits.from_settings(settings)
+    archive = ParquetArchive(settings.archive_location)
+    # The typed fast path covers the product catalog; a full VSS catalog uses the dict path.
+    fast = (
+        FastValidator(catalog, limits)
+        if settings.vss_catalog_path is None and FastValidator.usable(catalog, limits)
+        else None
+    )
     return ArchiveHandler(
-        ParquetArchive(settings.archive_location),
-        Validator(catalog, Limits.from_settings(settings)),
+        archive,
+        Validator(catalog, limits),
+        fast=fast,
         roll_bytes=settings.archive_roll_bytes,
         roll_seconds=settings.archive_roll_seconds,
     )

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.signals import CATALOG
 from core.telemetry import Sample, TelemetryMessage, decode
-from ingestion.validation import Limits, Validator, decode_errors
+from ingestion.validation import FastValidator, Limits, Validator, decode_errors
 from tests.helpers import encode, message, new_vin
 
 NOW = int(time.time() * 1000)
@@ -165,3 +165,67 @@ def test_a_full_vss_catalog_accepts_any_vss_signal_and_archives_it_as_extra(tmp_
     archive.write_roll(buffer)
     table = archive.dataset().to_table(columns=["Vehicle.Speed", "extra_signals"])
     assert table.to_pylist() == [{"Vehicle.Speed": 3.0, "extra_signals": f'{{"{door}":true}}'}]
+
+
+# -- the typed fast path agrees with the reference validator --------------------------------
+
+FAST = FastValidator(CATALOG, Limits())
+
+
+def _any_value(path: str) -> st.SearchStrategy[object]:
+    """Mostly valid values, and every kind of wrong one."""
+    wrong = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
+        st.text(max_size=5),
+        st.lists(st.text(max_size=3), max_size=2),
+    )
+    return st.one_of(_in_range(path), _in_range(path), wrong)
+
+
+any_signal = st.one_of(
+    st.sampled_from(sorted(CATALOG)),
+    st.sampled_from(sorted(CATALOG)),
+    st.text(min_size=1, max_size=12),
+).flatmap(
+    lambda p: (_any_value(p) if p in CATALOG else st.integers(-(2**40), 2**40)).map(lambda v: (p, v))
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.sampled_from([0, 1000, -(40 * 86_400_000), 3_600_000]),
+            st.lists(any_signal, max_size=6),
+        ),
+        min_size=0,
+        max_size=4,
+    ),
+    vin=st.sampled_from([VIN, "WVWZZZ1KZ0I000001", "short"]),
+    seq=st.sampled_from([0, 5, -1]),
+    message_id=st.sampled_from(["m-1", "", "x" * 65]),
+)
+def test_fast_path_accepts_exactly_what_the_validator_accepts(
+    samples: list[tuple[int, list[tuple[str, object]]]], vin: str, seq: int, message_id: str
+) -> None:
+    payload = {
+        "vin": vin,
+        "message_id": message_id,
+        "seq": seq,
+        "samples": [{"ts": NOW - offset, "signals": dict(pairs)} for offset, pairs in samples],
+    }
+    raw = encode(payload)
+    try:
+        slow_ok = VALIDATOR.validate(decode(raw), NOW) == []
+    except msgspec.MsgspecError:
+        slow_ok = False
+    fast = FAST.decode_valid(raw, NOW)
+    assert (fast is not None) == slow_ok, payload
+    if fast is not None:
+        for sample, (_, pairs) in zip(fast.samples, samples, strict=True):
+            expected = dict(pairs)
+            got = {p: getattr(sample.signals, FAST.field_of[p]) for p in expected}
+            assert got == expected
