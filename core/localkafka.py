@@ -372,6 +372,19 @@ def _tail(path: Path, lines: int = 30, start: int = 0) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def free_ports(count: int) -> list[int]:
+    """Loopback ports the kernel says are free right now (held open together, so distinct):
+    for brokers and servers started by tests and benchmarks."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -42,7 +42,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.config import Settings
+from core.localkafka import free_ports
 from loadtest import loadgen
 from loadtest.messages import check_valid, fleet_vins, generate_chunks, simulator_fleet_vins
 
@@ -92,17 +92,6 @@ class Cleanup:
 
 def _on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(143)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def say(message: str) -> None:

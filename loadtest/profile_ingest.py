@@ -340,13 +340,12 @@ def profile_api(
 
     from core.app import create_app, product_topics
     from core.db import upgrade
-    from core.localkafka import ensure_topics
+    from core.localkafka import ensure_topics, free_ports
     from loadtest import loadgen
     from loadtest.bench_ingest import (
         Cleanup,
         broker_pid,
         create_vehicles,
-        free_ports,
         start_kafka,
     )
 

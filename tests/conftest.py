@@ -16,28 +16,15 @@ runs the rest without Java.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from core.config import Settings
-from core.localkafka import LocalKafka
+from core.localkafka import LocalKafka, free_ports
 
 _KAFKA_FIXTURES = {"kafka_bootstrap", "local_kafka"}
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free right now (held open together, so they differ)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +35,7 @@ def _kafka_session(
     if settings.kafka_bootstrap_servers:
         yield settings.kafka_bootstrap_servers, None
         return
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     local = LocalKafka(
         settings.model_copy(
             update={

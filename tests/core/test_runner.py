@@ -4,7 +4,7 @@ and the invalid-ratio limit."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -67,6 +67,14 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
         await consumer.stop()
 
 
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
 def make_runner(bootstrap: str, topic: str, group: str, stored: list) -> KafkaRunner:
     settings = Settings(kafka_bootstrap_servers=bootstrap, consumer_poll_timeout_ms=200,
                         dlq_min_messages=50, dlq_max_invalid_ratio=0.5)
@@ -85,16 +93,12 @@ async def test_rebalance_hands_over_without_loss_or_duplicates(
     second_stored: list[tuple[int, int]] = []
     first = make_runner(kafka_bootstrap, topic, group, first_stored)
     first_task = asyncio.create_task(first.run())
-    while len(first_stored) < 400:
-        await asyncio.sleep(0.1)
+    await wait_until(lambda: len(first_stored) >= 400)
     second = make_runner(kafka_bootstrap, topic, group, second_stored)
     second_task = asyncio.create_task(second.run())
     await asyncio.sleep(4)  # the group rebalances; the first hands over what it stored
     await produce(kafka_bootstrap, topic, [b"w%d" % i for i in range(400)])
-    deadline = asyncio.get_running_loop().time() + 30
-    while len(first_stored) + len(second_stored) < 800:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.1)
+    await wait_until(lambda: len(first_stored) + len(second_stored) >= 800)
     first.stop()
     second.stop()
     await asyncio.gather(first_task, second_task)
@@ -114,8 +118,7 @@ async def test_stop_drains_and_commits_then_restart_replays_nothing(
     stored: list[tuple[int, int]] = []
     runner = make_runner(kafka_bootstrap, topic, group, stored)
     task = asyncio.create_task(runner.run())
-    while len(stored) < 100:
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: len(stored) >= 100)
     runner.stop()  # what SIGTERM does
     await task
     assert sum((await committed(kafka_bootstrap, group, topic, 2)).values()) == 100

@@ -190,7 +190,9 @@ any_signal = st.one_of(
     st.sampled_from(sorted(CATALOG)),
     st.text(min_size=1, max_size=12),
 ).flatmap(
-    lambda p: (_any_value(p) if p in CATALOG else st.integers(-(2**40), 2**40)).map(lambda v: (p, v))
+    lambda p: (_any_value(p) if p in CATALOG else st.integers(-(2**40), 2**40)).map(
+        lambda v: (p, v)
+    )
 )
 
 
