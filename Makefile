@@ -33,7 +33,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy core ingestion simulator
+	$(BIN)/mypy core ingestion simulator loadtest
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
