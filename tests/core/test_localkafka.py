@@ -19,9 +19,9 @@ from core.localkafka import (
     LocalKafka,
     check_prerequisites,
     ensure_topics,
+    free_ports,
     wait_until_answering,
 )
-from tests.conftest import _free_ports
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -70,7 +70,7 @@ async def _partition_count(bootstrap: str, topic: str) -> int:
 
 def _isolated(tmp_path: Path, **update: object) -> LocalKafka:
     """A LocalKafka that is never started by the suite (own dirs, own ports)."""
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     settings = Settings().model_copy(
         update={
             "kafka_bootstrap_servers": "",
@@ -191,7 +191,7 @@ async def test_kill_then_up_keeps_topic_data(local_kafka: LocalKafka, topic: str
 
 
 async def test_wait_until_answering_times_out_on_a_closed_port() -> None:
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     with pytest.raises(KafkaSetupError, match="did not answer within"):
         await wait_until_answering(f"127.0.0.1:{port}", timeout_s=1.0)
 
