@@ -343,6 +343,66 @@ async def consume_ours(
     }
 
 
+def _archive_process(settings: Settings, group: str, events: Any) -> None:
+    """One archive worker process of a consumer group (what ``fleet worker archive`` runs),
+    reporting when it first gets partitions; stops on SIGTERM after draining."""
+    from core.workers import build_runner
+
+    runner = build_runner(settings, "archive", group_id=group)
+    handler: Any = runner.handler
+    original = handler.on_assigned
+
+    async def on_assigned(partitions: set[TopicPartition]) -> None:
+        events.put(time.time())
+        await original(partitions)
+
+    handler.on_assigned = on_assigned
+
+    async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, runner.stop)
+        await runner.run()
+
+    asyncio.run(main())
+
+
+async def consume_ours_processes(
+    settings: Settings, samples: int, processes: int, timeout_s: float
+) -> dict[str, Any]:
+    """``processes`` archive workers in one consumer group (the scale-out path): the clock
+    starts when the first gets partitions and stops when the archive holds every sample."""
+    from ingestion.archive import ParquetArchive
+
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    group = f"bench.archive.{uuid.uuid4().hex[:8]}"
+    workers = [
+        ctx.Process(target=_archive_process, args=(settings, group, events), daemon=True)
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    archive = ParquetArchive(settings.archive_location)
+    first: float | None = None
+    finished: float | None = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and finished is None:
+            while not events.empty():
+                at = events.get()
+                first = at if first is None else min(first, at)
+            if first is not None and archive.dataset().count_rows() >= samples:
+                finished = time.time()
+            await asyncio.sleep(0.05)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(30)
+    if first is None or finished is None:
+        raise TimeoutError(f"{processes} archive processes did not finish in {timeout_s:.0f} s")
+    return {"seconds": finished - first}
+
+
 def verify_archive(settings: Settings, ids: set[str], samples: int) -> dict[str, Any]:
     """Exactly the produced message ids, and one row per produced sample."""
     from ingestion.archive import ParquetArchive
@@ -383,6 +443,25 @@ async def consumer_benchmark(
     say(f"consumer: ours archived {ours['archived_messages']:,} in {ours['seconds']:.2f} s")
     check = verify_archive(settings, filled["ids"], filled["samples"])
 
+    scaled: dict[str, Any] = {}
+    if args.processes > 1:
+        many = settings.model_copy(update={
+            "archive_url": str(Path(settings.archive_location).with_name("archive-scaled")),
+            "archive_roll_seconds": 1.0,
+        })
+        say(f"consumer: {args.processes} archive worker processes in one group")
+        run = await consume_ours_processes(many, filled["samples"], args.processes,
+                                           timeout_s=60 + n / 100)
+        scaled_check = verify_archive(many, filled["ids"], filled["samples"])
+        rate = n / run["seconds"]
+        scaled = {
+            "processes": args.processes,
+            "msgs_per_s": round(rate, 1),
+            "ratio": round(rate / (n / base["seconds"]), 3),
+            "archived_ok": scaled_check["archived_ok"],
+        }
+        say(f"consumer: {args.processes} processes archived everything in {run['seconds']:.2f} s")
+
     base_rate = n / base["seconds"]
     ours_rate = n / ours["seconds"]
     return {
@@ -412,6 +491,7 @@ async def consumer_benchmark(
         "dead_lettered": ours["dead_lettered"],
         "duplicates": ours["duplicates"],
         **check,
+        "scaled_out": scaled,
     }
 
 
@@ -670,6 +750,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("consumer", "http"), default=None,
                         help="run only one of the two benchmarks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=2,
+                        help="also time this many archive worker processes in one group "
+                             "(1 = only the single-process run)")
     parser.add_argument("--source", choices=("simulator", "synthetic"), default="simulator",
                         help="message generator (default: the product's simulator)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, archive)")
