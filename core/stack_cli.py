@@ -337,7 +337,6 @@ def demo(
         }
     )
     group = f"fleet.archive.demo-{uuid.uuid4().hex[:8]}"
-    started = time.monotonic()
     try:
         stack, totals, started = _stack_session(
             settings,
