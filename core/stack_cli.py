@@ -378,6 +378,11 @@ def demo(
                 "messages_archived": archived,
                 "dead_lettered": worker.get("dead_lettered", 0),
                 "duplicates_dropped": worker.get("duplicates", 0),
+                # Every accepted message is archived, dead-lettered or a dropped duplicate.
+                "unaccounted": totals["accepted"]
+                - archived
+                - worker.get("dead_lettered", 0)
+                - worker.get("duplicates", 0),
                 "duplicates_sent": totals["duplicates_sent"],
                 "malformed_sent": totals["malformed_sent"],
                 "direct_kafka_vehicles": totals["direct_vehicles"],
