@@ -18,12 +18,13 @@ from core.stack import Stack, StackError, console, start_group_at_end, status_ta
 
 
 def _free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens on it, else any free loopback port."""
+    from core.localkafka import free_ports
+
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", preferred)) != 0:
             return preferred
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def register_fleet(settings: Settings, fleet: list[Any]) -> dict[str, str]:

@@ -31,13 +31,6 @@ router = APIRouter(prefix="/v1", tags=["telemetry"])
 )
 
 
-class Accepted(msgspec.Struct):
-    message_id: str
-    samples: int
-    partition: int
-    offset: int
-
-
 def _validated_slowly(body: bytes, validator: Validator, now_ms: int) -> TelemetryMessage:
     """Decode and validate with the exact per-field error list (what a 422 carries)."""
     try:

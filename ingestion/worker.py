@@ -160,11 +160,7 @@ class ArchiveHandler(BatchHandler):
         if self.fast is not None:
             typed = self.fast.decode_valid(record.value, reference_ms)
             if typed is not None:
-                if record.key != typed.vin.encode():
-                    return DeadLetter(
-                        record, "key_mismatch", "the record key must be the message's VIN"
-                    )
-                return typed
+                return _keyed_by_vin(record, typed)
         try:
             message = decode(record.value)
         except msgspec.MsgspecError as exc:
@@ -173,9 +169,9 @@ class ArchiveHandler(BatchHandler):
         errors = self.validator.validate(message, reference_ms)
         if errors:
             return DeadLetter(record, errors[0].type, [e.as_dict() for e in errors[:20]])
-        if record.key != message.vin.encode():
-            return DeadLetter(record, "key_mismatch", "the record key must be the message's VIN")
-        return self.fast.from_message(message) if self.fast is not None else message
+        return _keyed_by_vin(
+            record, self.fast.from_message(message) if self.fast is not None else message
+        )
 
     async def tick(self) -> None:
         due = self.buffer.approx_bytes >= self.roll_bytes or (
@@ -240,6 +236,14 @@ class ArchiveHandler(BatchHandler):
 
     def durable_offsets(self) -> dict[TopicPartition, int]:
         return dict(self.durable)
+
+
+def _keyed_by_vin(record: ConsumerRecord, message: Any) -> Any:
+    """The message, or a dead letter when the record is not keyed by its VIN (the key decides
+    the partition, and so per-vehicle order and deduplication)."""
+    if record.key != message.vin.encode():
+        return DeadLetter(record, "key_mismatch", "the record key must be the message's VIN")
+    return message
 
 
 def build_archive_handler(settings: Settings) -> ArchiveHandler:
