@@ -7,7 +7,12 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install demo bench lint clean
 
-$(STAMP): pyproject.toml
+# rustup installs cargo here; the native decoder (native/) is built by `pip install`.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+	@command -v cargo >/dev/null || { echo "cargo (Rust) is needed to build native/:" \
+		"install it with rustup (https://rustup.rs)" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)

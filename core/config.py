@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     archive_url: str = Field(default="", description="Directory or pyarrow filesystem URL.")
     archive_roll_bytes: int = 64 * 1024 * 1024
     archive_roll_seconds: float = 30.0
+    archive_native_decoder: bool = True
+    """Decode records with the native extension (``ingestion._columnar``) when it is built."""
 
     consumer_max_records: int = 2000
     consumer_poll_timeout_ms: int = 500

@@ -329,8 +329,9 @@ def _instance_dimensions(instances: Any) -> list[list[str]]:
         return [_expand_name(instances)]
     if not isinstance(instances, list):
         raise ValueError(f"unsupported VSS instances value {instances!r}")
-    if all(isinstance(item, str) and _RANGE.match(item.replace(" ", "")) is None
-           for item in instances):
+    if all(
+        isinstance(item, str) and _RANGE.match(item.replace(" ", "")) is None for item in instances
+    ):
         return [list(instances)]
     dimensions: list[list[str]] = []
     for item in instances:

@@ -54,7 +54,10 @@ _encoder = msgspec.json.Encoder()
 
 def decode(raw: bytes) -> TelemetryMessage:
     """Decode JSON bytes; raises ``msgspec.ValidationError``/``DecodeError`` naming the field."""
-    return _decoder.decode(raw)
+    try:
+        return _decoder.decode(raw)
+    except UnicodeDecodeError as exc:  # msgspec lets this one through as is
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason} at byte {exc.start}") from None
 
 
 def encode(message: TelemetryMessage) -> bytes:

@@ -25,7 +25,7 @@ def vin_problem(vin: str, *, check_digit: bool = False) -> str | None:
     """Return why ``vin`` is not a valid VIN, or None when it is."""
     if len(vin) != 17:
         return f"a VIN has 17 characters, got {len(vin)}"
-    if not VIN_RE.match(vin):
+    if not VIN_RE.fullmatch(vin):
         bad = sorted({c for c in vin if not re.match(r"[A-HJ-NPR-Z0-9]", c)})
         return f"a VIN uses digits and capital letters except I, O, Q; found {''.join(bad)!r}"
     if check_digit and vin[8] != compute_check_digit(vin):

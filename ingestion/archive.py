@@ -90,7 +90,36 @@ class OffsetRange:
 
 
 @dataclass
-class RowBuffer:
+class RollBuffer:
+    """What every buffer of a roll tracks besides its rows: the Kafka offsets it covers."""
+
+    ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    messages: int = 0
+    approx_bytes: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def note_offset(self, topic: str, partition: int, offset: int) -> None:
+        """Extend the roll's covered offset range (also for records that produced no rows:
+        dead letters and duplicates)."""
+        self.note_range(topic, partition, offset, offset)
+
+    def note_range(self, topic: str, partition: int, first: int, last: int) -> None:
+        span = self.ranges.get((topic, partition))
+        if span is None:
+            self.ranges[(topic, partition)] = [first, last]
+        else:
+            span[0] = min(span[0], first)
+            span[1] = max(span[1], last)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def to_table(self, schema: pa.Schema) -> pa.Table:
+        raise NotImplementedError
+
+
+@dataclass
+class RowBuffer(RollBuffer):
     """Samples collected column by column (signals are sparse: a sample carries a subset)."""
 
     vin: list[str] = field(default_factory=list)
@@ -106,10 +135,6 @@ class RowBuffer:
     typed_fields: dict[str, str] | None = None
     """VSS path -> struct field, when this buffer holds typed samples."""
     extra: dict[int, dict[str, Any]] = field(default_factory=dict)
-    ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    messages: int = 0
-    approx_bytes: int = 0
-    opened_at: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -177,16 +202,6 @@ class RowBuffer:
         self.messages += 1
         self.approx_bytes += size
 
-    def note_offset(self, topic: str, partition: int, offset: int) -> None:
-        """Extend the roll's covered offset range (also for records that produced no rows:
-        dead letters and duplicates)."""
-        span = self.ranges.get((topic, partition))
-        if span is None:
-            self.ranges[(topic, partition)] = [offset, offset]
-        else:
-            span[0] = min(span[0], offset)
-            span[1] = max(span[1], offset)
-
     def to_table(self, schema: pa.Schema) -> pa.Table:
         n = len(self.ts)
         columns: dict[str, pa.Array] = {
@@ -205,9 +220,12 @@ class RowBuffer:
                 continue
             if self.typed_fields is not None:
                 values = list(map(attrgetter(self.typed_fields[fld.name]), self.typed_signals))
-                columns[fld.name] = pa.array(values, type=fld.type)
+                column = pa.array(values, type=fld.type)
             else:
-                columns[fld.name] = _scatter(self.signals.get(fld.name), n, fld.type)
+                column = _scatter(self.signals.get(fld.name), n, fld.type)
+            if pa.types.is_floating(fld.type):
+                column = pc.add(column, 0.0)  # -0.0 is stored as 0.0, as the native path does
+            columns[fld.name] = column
         extra: list[str | None] = [None] * n
         for row, extra_values in self.extra.items():
             extra[row] = json.dumps(extra_values, separators=(",", ":"))
@@ -263,11 +281,11 @@ class ParquetArchive:
         return posixpath.join(self.root, *parts)
 
     # -- writing -----------------------------------------------------------------------------
-    def write_roll(self, buffer: RowBuffer) -> RollResult:
+    def write_roll(self, buffer: RollBuffer) -> RollResult:
         """Atomically store ``buffer`` (see module docstring); returns what was written."""
         return self.commit_roll(self.prepare_roll(buffer))
 
-    def prepare_roll(self, buffer: RowBuffer) -> PreparedRoll:
+    def prepare_roll(self, buffer: RollBuffer) -> PreparedRoll:
         """The Python-heavy half of a roll (building Arrow columns); run it on the thread that
         owns the buffer. :meth:`commit_roll` does the rest and can run on another thread."""
         table = buffer.to_table(self.schema) if len(buffer) else None

@@ -18,6 +18,9 @@ from core.signals import SignalSpec, integer_bounds
 from core.telemetry import SCHEMA_VERSION, TelemetryMessage
 from core.vin import VIN_RE, vin_problem
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The archive stores integers (``seq``, integer signals) as int64; larger ones are refused."""
+
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
@@ -66,10 +69,15 @@ class Validator:
             lo, hi = spec.min, spec.max
             bounds = integer_bounds(spec.datatype)
             if bounds is not None:
-                lo = bounds[0] if lo is None else max(lo, bounds[0])
-                hi = bounds[1] if hi is None else min(hi, bounds[1])
+                lo = max(INT64_MIN, bounds[0] if lo is None else max(lo, bounds[0]))
+                hi = min(INT64_MAX, bounds[1] if hi is None else min(hi, bounds[1]))
             allowed = frozenset(spec.allowed) if spec.allowed else None
             self._rules[path] = _Rule(spec.kind, lo, hi, allowed, spec.unit)
+
+    @property
+    def rules(self) -> Mapping[str, _Rule]:
+        """Per signal path: kind, inclusive bounds, allowed values and unit."""
+        return self._rules
 
     def validate(
         self, message: TelemetryMessage, now_ms: int, max_errors: int = 50
@@ -96,8 +104,10 @@ class Validator:
                     f"message_id must have 1 to {limits.max_message_id_len} characters",
                 )
             )
-        if message.seq < 0:
-            errors.append(FieldError(("seq",), "out_of_range", "seq must be >= 0"))
+        if not 0 <= message.seq <= INT64_MAX:
+            errors.append(
+                FieldError(("seq",), "out_of_range", f"seq must be between 0 and {INT64_MAX}")
+            )
         samples = message.samples
         if not samples:
             errors.append(FieldError(("samples",), "empty", "at least one sample is required"))
@@ -258,12 +268,13 @@ class FastValidator:
         self.paths = list(catalog)
         self.fields = [f"s{i}" for i in range(len(self.paths))]
         self.field_of = dict(zip(self.paths, self.fields, strict=True))
-        rules = Validator(catalog, self.limits)._rules
+        rules = Validator(catalog, self.limits).rules
         signals = msgspec.defstruct(
             "Signals",
             [(f, _field_type(rules[p]), None) for p, f in self.field_of.items()],
             rename=dict(zip(self.fields, self.paths, strict=True)),
             forbid_unknown_fields=True,
+            omit_defaults=True,  # encode() gives back the message without nulls
             gc=False,
         )
         sample = msgspec.defstruct(
@@ -280,6 +291,7 @@ class FastValidator:
                 ("sent_at", int | None, None),
             ],
             forbid_unknown_fields=True,
+            omit_defaults=True,
         )
         self.signals_type = signals
         self._empty = signals()
@@ -293,15 +305,15 @@ class FastValidator:
     def decode_valid(self, raw: bytes, now_ms: int) -> Any | None:
         try:
             message: Any = self._decoder.decode(raw)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, UnicodeDecodeError):
             return None
         limits = self.limits
         samples = message.samples
         if (
             message.v != SCHEMA_VERSION
-            or not VIN_RE.match(message.vin)
+            or not VIN_RE.fullmatch(message.vin)
             or not 1 <= len(message.message_id) <= limits.max_message_id_len
-            or message.seq < 0
+            or not 0 <= message.seq <= INT64_MAX
             or not 1 <= len(samples) <= limits.max_samples
         ):
             return None
@@ -311,6 +323,13 @@ class FastValidator:
             if not earliest <= sample.ts <= latest or sample.signals == empty:
                 return None
         return message
+
+    def canonical_json(self, message: Any) -> bytes:
+        """A valid typed message as plain JSON (no repeated keys, no nulls, no ``sent_at``,
+        which the archive does not store and may exceed 64 bits)."""
+        if getattr(message, "sent_at", None) is not None:
+            message = msgspec.structs.replace(message, sent_at=None)
+        return msgspec.json.encode(message)
 
     def from_message(self, message: TelemetryMessage) -> Any:
         """The typed form of a message the slow path accepted (the two paths agree, so this

@@ -24,7 +24,9 @@ from core.config import Settings
 from core.runner import BatchHandler, DeadLetter, HandlerResult
 from core.signals import merged_catalog
 from core.telemetry import decode
-from ingestion.archive import ParquetArchive, PreparedRoll, RowBuffer
+from ingestion import columnar
+from ingestion.archive import ParquetArchive, PreparedRoll, RollBuffer, RowBuffer
+from ingestion.columnar import ColumnarBuffer, DecoderSpec
 from ingestion.validation import FastValidator, Limits, Validator, decode_errors
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class ArchiveHandler(BatchHandler):
         validator: Validator,
         *,
         fast: FastValidator | None = None,
+        native: DecoderSpec | None = None,
         roll_bytes: int,
         roll_seconds: float,
         dedup_window_s: int = DEDUP_WINDOW_S,
@@ -47,6 +50,9 @@ class ArchiveHandler(BatchHandler):
         self.archive = archive
         self.validator = validator
         self.fast = fast
+        self.native = native
+        if native is not None and fast is None:
+            raise ValueError("the native decoder needs the typed fast path for its fallbacks")
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
         self.dedup_window_s = dedup_window_s
@@ -64,7 +70,9 @@ class ArchiveHandler(BatchHandler):
         self.archived_messages = 0
         self.rolls = 0
 
-    def _new_buffer(self) -> RowBuffer:
+    def _new_buffer(self) -> RollBuffer:
+        if self.native is not None:
+            return ColumnarBuffer(spec=self.native)
         return RowBuffer(typed_fields=self.fast.field_of if self.fast else None)
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
@@ -103,13 +111,87 @@ class ArchiveHandler(BatchHandler):
         result = HandlerResult()
         now_ms = int(time.time() * 1000)
         for tp, records in batch.items():
-            for record in records:
-                self._process_record(record, now_ms, result)
-            if records:
-                self.pending[tp] = records[-1].offset + 1
+            if not records:
+                continue
+            if isinstance(self.buffer, ColumnarBuffer):
+                self._process_columnar(tp, records, now_ms, result)
+            else:
+                for record in records:
+                    self._process_record(record, now_ms, result)
+            self.pending[tp] = records[-1].offset + 1
         # No roll here: the runner sends this batch's dead letters first and then calls tick(),
         # so a roll (whose manifest covers dead-lettered offsets) never precedes their send.
         return result
+
+    def _process_columnar(
+        self,
+        tp: TopicPartition,
+        records: Sequence[ConsumerRecord],
+        now_ms: int,
+        result: HandlerResult,
+    ) -> None:
+        """The hot path: the native decoder validates each record and appends its rows; the
+        records it refuses go through the Python validators (which name the error)."""
+        buffer = self.buffer
+        assert isinstance(buffer, ColumnarBuffer)
+        topic, partition = tp.topic, tp.partition
+        spans = self.coverage.get((topic, partition))
+        first_offset, last_offset = records[0].offset, records[-1].offset
+        maybe_covered = bool(spans) and any(
+            lo <= last_offset and first_offset <= hi for lo, hi in spans or ()
+        )
+        push = buffer.decoder.push
+        first = last = -1  # offsets of the first and last record handled (not replays)
+        accepted = size = 0
+        for record in records:
+            offset = record.offset
+            if maybe_covered and self._covered(topic, partition, offset):
+                self.replays_skipped += 1
+                continue
+            if first < 0:
+                first = offset
+            last = offset
+            raw = record.value
+            timestamp = record.timestamp
+            reference_ms = timestamp if timestamp and timestamp > 0 else now_ms
+            got = push(raw, reference_ms, partition, offset, timestamp) if raw else None
+            if got is None:
+                letter = self._check(record, now_ms)
+                if isinstance(letter, DeadLetter):
+                    result.dead_letters.append(letter)
+                    continue
+                # Valid, but in a form the native decoder leaves to Python (a duplicate JSON
+                # key, an integer beyond 64 bits in an unstored field...): store its canonical
+                # encoding, which it accepts.
+                assert self.fast is not None
+                canonical = self.fast.canonical_json(letter)
+                got = push(canonical, reference_ms, partition, offset, timestamp)
+                if got is None:
+                    result.dead_letters.append(
+                        DeadLetter(record, "internal_error", "valid, but the archive refused it")
+                    )
+                    log.error("native decoder refused a valid record at %s:%s", tp, offset)
+                    continue
+            if record.key != got[0].encode():
+                buffer.decoder.discard_last()
+                result.dead_letters.append(
+                    DeadLetter(record, "key_mismatch", "the record key must be the message's VIN")
+                )
+                continue
+            here = (partition, offset)
+            previous = self.stored.get(got) or self.buffer_keys.get(got)
+            if previous is not None and previous != here:
+                buffer.decoder.discard_last()
+                result.duplicates += 1
+                continue
+            self.buffer_keys[got] = here
+            accepted += 1
+            size += len(raw)
+        if first >= 0:
+            buffer.note_range(topic, partition, first, last)
+        buffer.messages += accepted
+        buffer.approx_bytes += size
+        result.processed += accepted
 
     def _process_record(self, record: ConsumerRecord, now_ms: int, result: HandlerResult) -> None:
         topic, partition, offset = record.topic, record.partition, record.offset
@@ -130,6 +212,7 @@ class ArchiveHandler(BatchHandler):
             self.buffer.note_offset(topic, partition, offset)
             return
         size = len(record.value or b"")
+        assert isinstance(self.buffer, RowBuffer)
         if self.fast is not None:
             self.buffer.add_typed(
                 message,
@@ -153,6 +236,7 @@ class ArchiveHandler(BatchHandler):
         result.processed += 1
 
     def _check(self, record: ConsumerRecord, now_ms: int) -> Any:
+        """The typed message of a valid record, or its dead letter."""
         if not record.value:
             return DeadLetter(record, "empty_value", "record has no value")
         # Late data is legitimate on the bus (store-and-forward): judge age by when Kafka got it.
@@ -256,10 +340,16 @@ def build_archive_handler(settings: Settings) -> ArchiveHandler:
         if settings.vss_catalog_path is None and FastValidator.usable(catalog, limits)
         else None
     )
+    native = (
+        DecoderSpec.build(archive.schema, catalog, limits)
+        if fast is not None and settings.archive_native_decoder and columnar.available()
+        else None
+    )
     return ArchiveHandler(
         archive,
         Validator(catalog, limits),
         fast=fast,
+        native=native,
         roll_bytes=settings.archive_roll_bytes,
         roll_seconds=settings.archive_roll_seconds,
     )

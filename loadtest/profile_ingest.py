@@ -5,9 +5,10 @@
     .venv/bin/python -m loadtest.profile_ingest api [--seconds 15] [--ablations full,...]
 
 ``consumer`` feeds generated records (no Kafka) through the product's code one stage at a time
-(msgspec decode, validation, ``RowBuffer.add``, ``RowBuffer.to_table``, ``write_roll``), then
-through ``ArchiveHandler.process`` + ``flush`` as the worker does, and prints seconds and
-messages/s per stage. ``http`` does the same for the per-request CPU of ``POST /v1/telemetry``
+(msgspec decode, validation, ``RowBuffer.add``, ``RowBuffer.to_table``, ``write_roll``; the
+typed ``FastValidator``; the native decoder and its ``to_table``), then through
+``ArchiveHandler.process`` + ``flush`` as the worker does (native decoder, then Python), and
+prints seconds and messages/s per stage. ``http`` does the same for the per-request CPU of ``POST /v1/telemetry``
 (decode, validation, token fingerprint, response). Both also time a what-if: a decoder typed
 from the catalog that does the validation in C (:func:`typed_decoder`). ``api`` serves the real
 API in this process on a local broker, loads it with ``loadtest.loadgen`` from another process
@@ -131,7 +132,10 @@ def typed_decoder(catalog: Any = CATALOG) -> Any:
 
 
 def profile_consumer(messages: int, samples: int, source: Source, use_pyinstrument: bool) -> None:
+    from ingestion import columnar
     from ingestion.archive import ParquetArchive, RowBuffer
+    from ingestion.columnar import ColumnarBuffer, DecoderSpec
+    from ingestion.validation import FastValidator
     from ingestion.worker import build_archive_handler
 
     now_ms = int(time.time() * 1000)
@@ -197,13 +201,22 @@ def profile_consumer(messages: int, samples: int, source: Source, use_pyinstrume
             ("sum of the stages", spent["decode"] + spent["validate"] + spent["add"]
              + spent["write_roll"], messages),
         ]
-        typed = typed_decoder()
-        _timed(rows, "what-if: catalog-typed decode (decode + all checks in C)", messages,
-               lambda: [typed.decode(r.value) for r in records])
+        fast = FastValidator(CATALOG, Limits())
+        _timed(rows, "FastValidator.decode_valid (typed decode + all checks in C)", messages,
+               lambda: [fast.decode_valid(r.value, now_ms) for r in records])
+        if columnar.available():
+            native = ColumnarBuffer(spec=DecoderSpec.build(archive.schema, CATALOG, Limits()))
+            push = native.decoder.push
+            _timed(rows, "native decoder push (decode, checks and columns in Rust)", messages,
+                   lambda: [push(r.value, now_ms, r.partition, r.offset, r.timestamp)
+                            for r in records])
+            _timed(rows, "  ColumnarBuffer.to_table (Arrow arrays from its buffers)", messages,
+                   lambda: native.to_table(archive.schema))
 
-        async def run_handler() -> None:
-            handler = build_archive_handler(settings.model_copy(
-                update={"archive_url": str(tmp / f"handler-{uuid.uuid4().hex[:6]}")}))
+        async def run_handler(native_decoder: bool = True) -> None:
+            handler = build_archive_handler(settings.model_copy(update={
+                "archive_url": str(tmp / f"handler-{uuid.uuid4().hex[:6]}"),
+                "archive_native_decoder": native_decoder}))
             for first in range(0, messages, batch_size):
                 batch: dict[TopicPartition, list[ConsumerRecord]] = {}
                 for record in records[first:first + batch_size]:
@@ -214,6 +227,8 @@ def profile_consumer(messages: int, samples: int, source: Source, use_pyinstrume
         with _profiler(use_pyinstrument):
             _timed(rows, "ArchiveHandler.process + flush (as the worker)", messages,
                    lambda: asyncio.run(run_handler()))
+        _timed(rows, "the same with the Python decoder (archive_native_decoder=false)",
+               messages, lambda: asyncio.run(run_handler(False)))
         gc.disable()
         try:
             _timed(rows, "the same with the garbage collector off", messages,

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,8 +76,8 @@ async def produce_stream(settings: Settings, ids: list[str]) -> None:
             futures.append(
                 await producer.send(settings.telemetry_topic, encode(payload), key=vin.encode())
             )
-            if i % 5000 == 0:
-                await asyncio.sleep(0.2)  # a stream, not one burst
+            if i % 2000 == 0:
+                await asyncio.sleep(0.2)  # a stream of 5 s or more, not one burst
         await asyncio.gather(*futures)  # every id in `ids` is acknowledged by Kafka
     finally:
         await producer.stop()
@@ -86,8 +87,9 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(settings: Settings, tmp_pat
     log = tmp_path / "worker.log"
     first = start_worker(settings, log)
     ids: list[str] = []
+    producing = threading.Thread(target=asyncio.run, args=(produce_stream(settings, ids),))
+    producing.start()
     try:
-        asyncio.run(produce_stream(settings, ids))
         deadline = time.monotonic() + 120
         while consumed(settings, first.pid) < TOTAL // 3 and time.monotonic() < deadline:
             assert first.poll() is None, log.read_text()[-3000:]
@@ -99,6 +101,8 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(settings: Settings, tmp_pat
     finally:
         if first.poll() is None:
             first.kill()
+        producing.join(120)
+    assert not producing.is_alive() and len(ids) == TOTAL
 
     second = start_worker(settings, log)
     archive = ParquetArchive(settings.archive_location)

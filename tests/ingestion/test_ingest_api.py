@@ -60,6 +60,7 @@ def test_validation_errors_name_each_field(client: TestClient, vehicle: tuple[st
     [
         (b"{", {}, 422, "validation_failed"),
         (b'{"vin": 5}', {}, 422, "validation_failed"),
+        (b'{"vin": "\xff"}', {}, 422, "validation_failed"),
         (b"not gzip", {"Content-Encoding": "gzip"}, 422, "validation_failed"),
         (b"{}", {"Content-Encoding": "br"}, 415, "unsupported_media_type"),
         (b"x" * 2_000_000, {}, 413, "payload_too_large"),

@@ -75,19 +75,28 @@ def test_ingest_acknowledges_after_kafka_and_archive_stores_once(
     assert table["Vehicle.LowVoltageSystemState"].to_pylist()[0] == "ON"
 
 
-def test_bad_records_on_the_bus_go_to_dlq_with_reason(settings: Settings) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_bad_records_on_the_bus_go_to_dlq_with_reason(settings: Settings, native: bool) -> None:
+    settings = settings.model_copy(update={"archive_native_decoder": native})
     vin = new_vin()
-    good = message(vin, seq=1)
-    unknown = message(vin, seq=2, signals={"Vehicle.NoSuchSignal": 1.0})
-    out_of_range = message(vin, seq=3, signals={"Vehicle.Speed": 9999.0})
-    wrong_type = message(vin, seq=4, signals={"Vehicle.Speed": "fast"})
-    payloads = [
-        encode(good),
-        encode(unknown),
-        encode(out_of_range),
-        encode(wrong_type),
-        b"{not json",
-    ]
+    good = encode(message(vin, seq=1, message_id="good"))
+    # Valid, in JSON the native decoder leaves to Python: a repeated key, a 70-bit sent_at.
+    repeated = encode(message(vin, seq=2, message_id="repeated")).replace(
+        b'"seq":2', b'"seq":5,"seq":2'
+    )
+    big_sent_at = encode(message(vin, seq=3, message_id="big-sent-at")).replace(
+        b'"seq":3', b'"seq":3,"sent_at":%d' % 2**70
+    )
+    bad = {
+        "unknown_signal": encode(message(vin, seq=4, signals={"Vehicle.NoSuchSignal": 1.0})),
+        "out_of_range": encode(message(vin, seq=5, signals={"Vehicle.Speed": 9999.0})),
+        "wrong_type": encode(message(vin, seq=6, signals={"Vehicle.Speed": "fast"})),
+        "invalid_json": b"{not json",
+        "seq_out_of_range": encode(message(vin, seq=2**63)),
+        "invalid_utf8": encode(message(vin, seq=7, message_id="m-X")).replace(b"m-X", b"m-\xff"),
+        "key_mismatch": encode(message(new_vin(), seq=8)),
+    }
+    payloads = [good, repeated, big_sent_at, *bad.values()]
 
     async def produce() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
@@ -100,15 +109,25 @@ def test_bad_records_on_the_bus_go_to_dlq_with_reason(settings: Settings) -> Non
 
     asyncio.run(produce())
     stats = run_archive(settings)
-    assert stats["dead_lettered"] == 4
-    assert stats["processed"] == 1
+    assert (stats["processed"], stats["dead_lettered"]) == (3, len(bad))
+    table = ParquetArchive(settings.archive_location).dataset().to_table()
+    assert sorted(set(table["message_id"].to_pylist())) == ["big-sent-at", "good", "repeated"]
+    assert table.filter(pc.equal(table["message_id"], "repeated"))["seq"].to_pylist() == [2] * 3
 
-    letters = asyncio.run(read_topic(settings.bootstrap_servers, settings.telemetry_dlq_topic, 4))
-    reasons = sorted(headers_dict(r.headers)["dlq.reason"] for r in letters)
-    assert reasons == ["invalid_json", "out_of_range", "unknown_signal", "wrong_type"]
-    by_reason = {headers_dict(r.headers)["dlq.reason"]: r for r in letters}
-    assert by_reason["unknown_signal"].value == payloads[1]  # original bytes kept
-    meta = headers_dict(by_reason["out_of_range"].headers)
+    letters = asyncio.run(
+        read_topic(settings.bootstrap_servers, settings.telemetry_dlq_topic, len(bad))
+    )
+    by_value = {r.value: headers_dict(r.headers) for r in letters}
+    assert {name: by_value[value]["dlq.reason"] for name, value in bad.items()} == {
+        "unknown_signal": "unknown_signal",
+        "out_of_range": "out_of_range",
+        "wrong_type": "wrong_type",
+        "invalid_json": "invalid_json",  # the original bytes are kept (they are the key here)
+        "seq_out_of_range": "out_of_range",
+        "invalid_utf8": "invalid_json",
+        "key_mismatch": "key_mismatch",
+    }
+    meta = by_value[bad["out_of_range"]]
     assert meta["dlq.source.topic"] == settings.telemetry_topic
     assert "Vehicle.Speed" in meta["dlq.detail"]
 

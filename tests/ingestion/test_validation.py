@@ -56,6 +56,21 @@ def test_message_level_problems() -> None:
     assert kinds == {"vin": "invalid_vin", "message_id": "invalid_length", "seq": "out_of_range"}
 
 
+
+@pytest.mark.parametrize("seq", [-1, 2**63])
+def test_seq_must_fit_the_archive(seq: int) -> None:
+    payload = message(VIN, samples=1, ts_ms=NOW, seq=seq)
+    assert errors_for(payload) == [(("seq",), "out_of_range")]
+    assert FAST.decode_valid(encode(payload), NOW) is None
+
+
+def test_a_vin_with_a_trailing_newline_is_invalid() -> None:
+    payload = message(VIN, samples=1, ts_ms=NOW)
+    payload["vin"] = VIN + "\n"
+    assert errors_for(payload) == [(("vin",), "invalid_vin")]
+    assert FAST.decode_valid(encode(payload), NOW) is None
+
+
 def test_timestamps_too_far_in_future_or_past() -> None:
     limits = Limits()
     future = message(VIN, samples=1, ts_ms=NOW + limits.max_future_skew_ms + 60_000)
