@@ -8,13 +8,13 @@
 (msgspec decode, validation, ``RowBuffer.add``, ``RowBuffer.to_table``, ``write_roll``; the
 typed ``FastValidator``; the native decoder and its ``to_table``), then through
 ``ArchiveHandler.process`` + ``flush`` as the worker does (native decoder, then Python), and
-prints seconds and messages/s per stage. ``http`` does the same for the per-request CPU of ``POST /v1/telemetry``
-(decode, validation, token fingerprint, response). Both also time a what-if: a decoder typed
-from the catalog that does the validation in C (:func:`typed_decoder`). ``api`` serves the real
-API in this process on a local broker, loads it with ``loadtest.loadgen`` from another process
-and measures server CPU per request with parts of the handler switched off (ablations), and
-optionally a pyinstrument profile. These are diagnostics for ``docs/performance.md``, not the
-benchmark.
+prints seconds and messages/s per stage. ``http`` does the same for the per-request CPU of
+``POST /v1/telemetry`` (decode, validation, token fingerprint, response) and times a what-if:
+a decoder typed from the catalog that does the validation in C (:func:`typed_decoder`).
+``api`` serves the real API in this process on a local broker, loads it with
+``loadtest.loadgen`` from another process and measures server CPU per request with parts of the
+handler switched off (ablations), and optionally a pyinstrument profile. These are diagnostics
+for ``docs/performance.md``, not the benchmark.
 """
 
 from __future__ import annotations
