@@ -45,6 +45,8 @@ class Settings(BaseSettings):
 
     telemetry_topic: str = "telemetry.v1"
     telemetry_dlq_topic: str = "telemetry.dlq"
+    findings_topic: str = "diagnostics.findings.v1"
+    predictions_topic: str = "maintenance.predictions.v1"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -61,6 +63,10 @@ class Settings(BaseSettings):
     archive_url: str = Field(default="", description="Directory or pyarrow filesystem URL.")
     archive_roll_bytes: int = 64 * 1024 * 1024
     archive_roll_seconds: float = 30.0
+    diagnostics_rules_path: Path | None = None
+    """Rules file of the diagnosis worker (``docs/rules.md``); None: the shipped defaults."""
+    diagnostics_late_after_s: float = 300.0
+    diagnostics_checkpoint_s: float = 10.0
     archive_native_decoder: bool = True
     """Decode records with the native extension (``ingestion._columnar``) when it is built."""
 

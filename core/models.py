@@ -2,3 +2,9 @@
 
 from core.auth.models import ApiCredential, Principal  # noqa: F401
 from core.vehicles.models import Ecu, Vehicle  # noqa: F401
+from diagnostics.models import (  # noqa: F401
+    Alarm,
+    DiagnosticsState,
+    DtcEpisode,
+    MaintenancePrediction,
+)

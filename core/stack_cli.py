@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -229,6 +230,7 @@ def _stack_session(
     duplicate_rate: float,
     malformed_rate: float,
     archive_group: str | None,
+    workers: Sequence[str] = ("archive",),
 ) -> tuple[Stack, dict[str, Any], float]:
     from simulator import make_fleet
 
@@ -248,7 +250,7 @@ def _stack_session(
         fleet = make_fleet(vehicles, seed, faults=0.1, commercial_share=0.5)
         tokens = register_fleet(settings, fleet)
         console.print(f"fleet: {vehicles} vehicles registered with credentials")
-        stack.start_workers(["archive"])
+        stack.start_workers(list(workers))
         api_url = stack.start_api()
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -305,7 +307,16 @@ def run(
     settings = settings.model_copy(update={"api_port": _free_port(settings.api_port)})
     try:
         stack, _, _ = _stack_session(
-            settings, vehicles, None, seed, 1.0, kafka_share, 0.005, 0.002, None
+            settings,
+            vehicles,
+            None,
+            seed,
+            1.0,
+            kafka_share,
+            0.005,
+            0.002,
+            None,
+            workers=("archive", "diagnostics"),
         )
     except KeyboardInterrupt:
         console.print("\nstopped: every process this command started has been stopped")

@@ -43,6 +43,14 @@ WORKERS: dict[str, WorkerSpec] = {
             dlq_topic=lambda s: s.telemetry_dlq_topic,
             factory="ingestion.worker:build_archive_handler",
         ),
+        WorkerSpec(
+            name="diagnostics",
+            description="DTC lifecycle and rule alarms -> diagnostics.findings.v1 and the database",
+            topics=lambda s: [s.telemetry_topic],
+            group_id="fleet.diagnostics",
+            dlq_topic=lambda s: None,  # the archive worker dead-letters invalid records
+            factory="diagnostics.worker:build_diagnostics_handler",
+        ),
     ]
 }
 

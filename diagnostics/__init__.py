@@ -1,0 +1,1 @@
+"""Remote diagnosis (DTCs, rule alarms) and LightGBM predictive maintenance."""

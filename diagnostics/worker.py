@@ -1,0 +1,281 @@
+"""The diagnosis worker (``fleet worker diagnostics``): DTC lifecycle and rule alarms.
+
+Per consumer batch: the records become one Arrow table (``ingestion.batches``), the DTC tracker
+and the rule engine run over it, their events are upserted in one transaction (natural keys,
+so a replay rewrites the same rows) and, after the commit, published to
+``diagnostics.findings.v1`` (key = VIN; ``finding_id`` lets consumers drop the duplicates a
+replay re-publishes).
+
+Offsets are committed at checkpoints (every ``diagnostics_checkpoint_s`` seconds, on a
+rebalance and at shutdown), together with the rule engine's state of the vehicles seen since
+the last one. A restarted worker restores a vehicle's state when it first sees it and replays
+the records after the checkpoint, which gives the same events again. DTC episodes carry their
+own replay watermark and are stored with every batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from core.config import Settings
+from core.db import make_engine, session_scope, utcnow
+from core.runner import BatchHandler, HandlerResult, make_producer
+from diagnostics import repository
+from diagnostics.dtc_lifecycle import DtcBatchResult, DtcEvent, DtcRecord, DtcState, DtcTracker
+from diagnostics.rules import STATE_FORMAT, AlarmEvent, RuleEngine
+from diagnostics.rules_model import RuleSet, load_rules
+from ingestion.batches import TelemetryBatchDecoder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
+FINDING_VERSION = 1
+_ENDED = (DtcState.CLEARED, DtcState.AGED_OUT)
+_encode = msgspec.json.Encoder().encode
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class DiagnosticsHandler(BatchHandler):
+    def __init__(self, settings: Settings, ruleset: RuleSet) -> None:
+        super().__init__()
+        self.settings = settings
+        self.decoder = TelemetryBatchDecoder.from_settings(settings)
+        self.ruleset = ruleset
+        self.tracker = DtcTracker()
+        self.rules = RuleEngine(ruleset, late_after_s=settings.diagnostics_late_after_s)
+        self.engine = make_engine(settings)
+        self.producer: AIOKafkaProducer | None = None
+        self.loaded: set[str] = set()
+        """Vehicles whose state was restored from the database (or found to have none)."""
+        self.touched: set[str] = set()
+        """Vehicles seen since the last checkpoint."""
+        self.pending: dict[TopicPartition, int] = {}
+        self.durable: dict[TopicPartition, int] = {}
+        self.last_checkpoint = time.monotonic()
+        self.findings = 0
+        self.skipped = 0
+        self.malformed_dtcs = 0
+
+    async def start(self) -> None:
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        self.engine.dispose()
+
+    async def process(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> HandlerResult:
+        records = [record for part in batch.values() for record in part]
+        decoded = self.decoder.decode(records)
+        self.skipped += decoded.skipped
+        table = decoded.table
+        if table.num_rows:
+            vins = table["vin"].unique().to_pylist()
+            new = [vin for vin in vins if vin not in self.loaded]
+            if new:
+                await asyncio.to_thread(self._restore, new)
+            self.touched.update(vins)
+            dtcs = self.tracker.process(table)
+            alarms = self.rules.process(table)
+            self.malformed_dtcs += sum(m.count for m in dtcs.malformed)
+            if dtcs.events or dtcs.updated or alarms:
+                await asyncio.to_thread(self._store, dtcs, alarms)
+                await self._publish(dtcs.events, alarms)
+        for tp, part in batch.items():
+            if part:
+                self.pending[tp] = part[-1].offset + 1
+        return HandlerResult(processed=decoded.records - decoded.skipped)
+
+    async def tick(self) -> None:
+        if time.monotonic() - self.last_checkpoint >= self.settings.diagnostics_checkpoint_s:
+            await self.checkpoint()
+
+    async def flush(self) -> None:
+        await self.checkpoint()
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        # The runner flushed (checkpointed) already. Another worker continues these
+        # partitions' vehicles from the database, so forget everything and restore lazily.
+        await super().on_revoked(partitions)
+        for tp in partitions:
+            self.pending.pop(tp, None)
+            self.durable.pop(tp, None)
+        self.tracker = DtcTracker()
+        self.rules = RuleEngine(self.ruleset, late_after_s=self.settings.diagnostics_late_after_s)
+        self.loaded.clear()
+        self.touched.clear()
+
+    async def checkpoint(self) -> None:
+        """Store the rule state of the vehicles seen since the last checkpoint; then their
+        offsets may be committed."""
+        pending = dict(self.pending)
+        if self.touched:
+            state = self.rules.export_state(self.touched)["vehicles"]
+            await asyncio.to_thread(self._store_states, state)
+            self.touched.clear()
+        self.durable.update(pending)
+        self.last_checkpoint = time.monotonic()
+
+    def durable_offsets(self) -> dict[TopicPartition, int]:
+        return dict(self.durable)
+
+    # -- database -------------------------------------------------------------------------
+
+    def _restore(self, vins: list[str]) -> None:
+        with session_scope(self.engine) as session:
+            episodes = repository.latest_dtc_episodes(session, vins)
+            states = repository.rule_states(session, vins)
+        self.tracker.restore(
+            [DtcRecord.from_dict(e.state_data) for e in episodes if e.state_data], vins=vins
+        )
+        if states:
+            unknown = self.rules.restore_state(
+                {
+                    "format": STATE_FORMAT,
+                    "late_after_s": self.settings.diagnostics_late_after_s,
+                    "vehicles": states,
+                }
+            )
+            if unknown:
+                log.warning("stored state has rules that no longer exist: %s", unknown)
+        self.loaded.update(vins)
+
+    def _store(self, dtcs: DtcBatchResult, alarms: list[AlarmEvent]) -> None:
+        confirmed = {
+            (e.vin, e.key, e.episode): e.ts
+            for e in dtcs.events
+            if e.state_after is DtcState.CONFIRMED
+        }
+        episodes = [_episode_row(r, confirmed) for r in dtcs.updated]
+        with session_scope(self.engine) as session:
+            repository.upsert_dtc_episodes(session, episodes)
+            repository.upsert_alarms(session, _alarm_rows(alarms))
+
+    def _store_states(self, states: Mapping[str, Any]) -> None:
+        with session_scope(self.engine) as session:
+            repository.upsert_rule_states(session, states)
+
+    # -- findings topic -------------------------------------------------------------------
+
+    async def _publish(self, dtc_events: list[DtcEvent], alarms: list[AlarmEvent]) -> None:
+        assert self.producer is not None
+        topic = self.settings.findings_topic
+        futures = []
+        for vin, finding in [*map(_dtc_finding, dtc_events), *map(_alarm_finding, alarms)]:
+            futures.append(await self.producer.send(topic, _encode(finding), key=vin.encode()))
+        await asyncio.gather(*futures)
+        self.findings += len(futures)
+
+
+def _episode_row(
+    record: DtcRecord, confirmed: Mapping[tuple[str, str, int], int]
+) -> dict[str, Any]:
+    ended = record.state in _ENDED
+    confirmed_at = confirmed.get((record.vin, record.key, record.episode))
+    if confirmed_at is None and record.state is DtcState.CONFIRMED:
+        confirmed_at = record.state_since
+    return {
+        "vin": record.vin,
+        "code": record.key,
+        "episode": record.episode,
+        "state": record.state.value,
+        "first_seen": _dt(record.first_seen),
+        "last_seen": _dt(record.last_seen),
+        "confirmed_at": None if confirmed_at is None else _dt(confirmed_at),
+        "ended_at": _dt(record.state_since) if ended else None,
+        "occurrences": record.occurrences,
+        "decoded": record.dtc.as_dict(),
+        "freeze_frame": record.freeze_frame,
+        "state_data": record.as_dict(),
+        "updated_at": utcnow(),
+    }
+
+
+def _alarm_rows(events: Sequence[AlarmEvent]) -> list[dict[str, Any]]:
+    """One row per alarm (keyed by its raised event): raising inserts it, clearing updates it.
+    An alarm raised and cleared in the same batch becomes one row (a statement may not
+    update a row twice)."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for event in events:
+        key = (event.vin, event.rule_id, event.raised_ts_ms)
+        value = event.value
+        row: dict[str, Any] = {
+            "vin": event.vin,
+            "rule_id": event.rule_id,
+            "raised_at": _dt(event.raised_ts_ms),
+            "severity": event.severity,
+            "state": "open" if event.kind == "raised" else "cleared",
+            "late": event.late,
+            "cleared_at": _dt(event.ts_ms) if event.kind == "cleared" else None,
+            # The value that raised it (kept when the clearing event updates the row).
+            "value": value
+            if event.kind == "raised"
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            else None,
+            "message": event.message[:500],
+            "details": event.to_dict(),
+            "updated_at": utcnow(),
+        }
+        earlier = rows.get(key)
+        if earlier is not None and row["value"] is None:
+            row["value"] = earlier["value"]
+        rows[key] = row
+    return list(rows.values())
+
+
+def finding_id(*parts: object) -> str:
+    """A stable id from a finding's natural key (consumers deduplicate on it)."""
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def _dtc_finding(event: DtcEvent) -> tuple[str, dict[str, Any]]:
+    return event.vin, {
+        "v": FINDING_VERSION,
+        "finding_id": finding_id("dtc", event.vin, event.key, event.episode, event.state_after),
+        "kind": "dtc",
+        "vin": event.vin,
+        "ts": event.ts,
+        "event": event.state_after.value,
+        "code": event.key,
+        "severity": "info" if event.state_after in _ENDED else "warning",
+        "late": False,
+        "details": event.as_dict(),
+    }
+
+
+def _alarm_finding(event: AlarmEvent) -> tuple[str, dict[str, Any]]:
+    return event.vin, {
+        "v": FINDING_VERSION,
+        "finding_id": finding_id("alarm", *event.key),
+        "kind": "alarm",
+        "vin": event.vin,
+        "ts": event.ts_ms,
+        "event": event.kind,
+        "rule_id": event.rule_id,
+        "severity": event.severity,
+        "late": event.late,
+        "details": event.to_dict(),
+    }
+
+
+def build_diagnostics_handler(settings: Settings) -> DiagnosticsHandler:
+    path = settings.diagnostics_rules_path or DEFAULT_RULES
+    return DiagnosticsHandler(settings, load_rules(path))
