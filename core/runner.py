@@ -271,8 +271,11 @@ class KafkaRunner:
                     timeout_ms=self.settings.consumer_poll_timeout_ms, max_records=self.max_records
                 )
                 self.stats.last_poll_at = time.time()
-                if batch:
+                if batch or not self.consumer.assignment():
+                    # Idle means "assigned and nothing arrived": a slow group join on a busy
+                    # machine does not count.
                     idle_since = time.monotonic()
+                if batch:
                     await self._handle(batch)
                 elif until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
                     break
