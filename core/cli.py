@@ -143,10 +143,11 @@ def _mount() -> None:
     from core.auth.cli import principal_app
     from core.cli_kafka import kafka_app
     from core.vehicles.cli import vehicle_app
-    from diagnostics.cli import rules_app
+    from diagnostics.cli import pdm_app, rules_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(rules_app, name="rules")
+    app.add_typer(pdm_app, name="pdm")
     app.add_typer(topics_app, name="topics")
     app.add_typer(kafka_app, name="kafka")
     app.add_typer(principal_app, name="principal")

@@ -1,4 +1,5 @@
-"""``fleet rules ...``: check a rules file before the diagnosis worker loads it."""
+"""``fleet rules ...`` (check a rules file before the diagnosis worker loads it) and
+``fleet pdm ...`` (predictive maintenance: the NASA C-MAPSS remaining-useful-life benchmark)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from rich.table import Table
 
 rules_app = typer.Typer(help="Rule alarms of the diagnosis worker (docs/rules.md).",
                         no_args_is_help=True)
+pdm_app = typer.Typer(help="Predictive maintenance (docs/cmapss.md).", no_args_is_help=True)
 console = Console(stderr=True)
+
+
+def _mount_pdm() -> None:
+    from diagnostics.cmapss import cmapss_command
+
+    pdm_app.command("cmapss")(cmapss_command)
+
+
+_mount_pdm()
 
 
 @rules_app.command("check")
