@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 FINDING_VERSION = 1
+EXPIRE_EVERY_S = 300.0
 _ENDED = (DtcState.CLEARED, DtcState.AGED_OUT)
 _encode = msgspec.json.Encoder().encode
 
@@ -66,6 +67,7 @@ class DiagnosticsHandler(BatchHandler):
         self.pending: dict[TopicPartition, int] = {}
         self.durable: dict[TopicPartition, int] = {}
         self.last_checkpoint = time.monotonic()
+        self.last_expiry = time.monotonic()
         self.findings = 0
         self.skipped = 0
         self.malformed_dtcs = 0
@@ -104,8 +106,18 @@ class DiagnosticsHandler(BatchHandler):
         return HandlerResult(processed=decoded.records - decoded.skipped)
 
     async def tick(self) -> None:
+        if time.monotonic() - self.last_expiry >= EXPIRE_EVERY_S:
+            await self.expire(int(time.time() * 1000))
         if time.monotonic() - self.last_checkpoint >= self.settings.diagnostics_checkpoint_s:
             await self.checkpoint()
+
+    async def expire(self, now_ms: int) -> None:
+        """Age out the DTCs of vehicles that went silent (they send no report that would)."""
+        self.last_expiry = time.monotonic()
+        aged = self.tracker.expire(now_ms)
+        if aged.events or aged.updated:
+            await asyncio.to_thread(self._store, aged, [])
+            await self._publish(aged.events, [])
 
     async def flush(self) -> None:
         await self.checkpoint()

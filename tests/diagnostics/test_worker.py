@@ -19,6 +19,7 @@ from core.vehicles.models import VehicleIn
 from core.vehicles.service import bulk_register_vehicles
 from core.workers import build_runner
 from diagnostics import repository
+from diagnostics.worker import build_diagnostics_handler
 from simulator.delivery import SimConfig
 from simulator.faults import FaultKind, FaultSpec
 from simulator.fleet import make_fleet
@@ -59,15 +60,24 @@ def test_a_failing_coolant_pump_reaches_the_health_endpoint(
         with session_scope(engine) as session:
             bulk_register_vehicles(
                 session,
-                [VehicleIn(vin=vin, model="Sim", model_year=2022, region="EU",
-                           time_zone="Europe/Berlin", powertrain="ice")],
+                [
+                    VehicleIn(
+                        vin=vin,
+                        model="Sim",
+                        model_year=2022,
+                        region="EU",
+                        time_zone="Europe/Berlin",
+                        powertrain="ice",
+                    )
+                ],
             )
     finally:
         engine.dispose()
 
     start_ms = int((time.time() - 2 * DAY_S) * 1000)
-    config = SimConfig(sample_interval_s=10.0, samples_per_message=10,
-                       parked_sample_interval_s=600.0)
+    config = SimConfig(
+        sample_interval_s=10.0, samples_per_message=10, parked_sample_interval_s=600.0
+    )
     messages = list(iter_messages([vehicle], start_ms, 2 * DAY_S - 60, seed=3, config=config))
 
     async def publish() -> None:
@@ -91,8 +101,9 @@ def test_a_failing_coolant_pump_reaches_the_health_endpoint(
     codes = {d["code"]: d for d in health["open_dtcs"]}
     assert {"P2181", "P0217"} <= set(codes), health["open_dtcs"]
     assert codes["P0217"]["description"]
-    assert "Vehicle.Powertrain.CombustionEngine.EngineCoolant.Temperature" in (
-        codes["P0217"]["freeze_frame"]
+    assert (
+        "Vehicle.Powertrain.CombustionEngine.EngineCoolant.Temperature"
+        in (codes["P0217"]["freeze_frame"])
     )
     rules = {a["rule_id"]: a for a in health["open_alarms"] + health["recent_alarms"]}
     coolant = [a for rule_id, a in rules.items() if "coolant" in rule_id]
@@ -122,6 +133,26 @@ def test_a_failing_coolant_pump_reaches_the_health_endpoint(
         engine.dispose()
     assert after == before
 
+    # A vehicle that goes silent: its DTCs age out when the worker expires them (8 days on).
+    async def expire_later() -> None:
+        handler = build_diagnostics_handler(settings)
+        await handler.start()
+        try:
+            handler._restore([vin])
+            await handler.expire(int((time.time() + 8 * DAY_S) * 1000))
+        finally:
+            await handler.close()
+
+    asyncio.run(expire_later())
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            assert repository.vehicle_dtc_episodes(session, vin) == []  # none active
+            states = {e.state for e in repository.latest_dtc_episodes(session, [vin])}
+    finally:
+        engine.dispose()
+    assert states == {"aged_out"}
+
 
 def health_since():  # type: ignore[no-untyped-def]
     import datetime as dt
@@ -133,8 +164,9 @@ def test_health_needs_a_known_vehicle_and_the_right_principal(
     settings: Settings, client: TestClient
 ) -> None:
     token = admin_token(settings)
-    missing = client.get("/v1/vehicles/WVWZZZ1KZAW000001/health",
-                         headers={"Authorization": f"Bearer {token}"})
+    missing = client.get(
+        "/v1/vehicles/WVWZZZ1KZAW000001/health", headers={"Authorization": f"Bearer {token}"}
+    )
     assert missing.status_code == 404
     assert client.get("/v1/vehicles/WVWZZZ1KZAW000001/health").status_code == 401
     bad = client.get("/v1/vehicles/not-a-vin/health", headers={"Authorization": f"Bearer {token}"})
