@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import contextlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from loadtest.bench_ingest import (
     consume_baseline,
     machine_info,
     prefill,
+    run_bounded,
     say,
     start_kafka,
     wait_quiet,
@@ -79,15 +79,10 @@ async def consume_diagnostics(
 
     handler.on_assigned, handler.process = on_assigned, process
     window = loadgen.CpuWindow(watch)
-    task = asyncio.create_task(runner.run(until_idle_s=15.0))
-    try:
-        stats = await asyncio.wait_for(asyncio.shield(task), timeout_s)
-    except TimeoutError:
-        runner.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30.0)
-        raise TimeoutError(f"diagnostics worker did not process {count} in {timeout_s:.0f} s "
-                           f"(processed {seen})") from None
+    stats = await run_bounded(
+        runner, timeout_s,
+        lambda: f"diagnostics worker did not process {count} in {timeout_s:.0f} s "
+                f"(processed {seen})")
     finished = time.perf_counter()
     cpu = window.stop()
     return {

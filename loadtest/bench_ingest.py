@@ -282,6 +282,18 @@ async def consume_baseline(
             "wall_s": finished - started, **cpu}
 
 
+async def run_bounded(runner: Any, timeout_s: float, failure: Callable[[], str]) -> Any:
+    """Run a worker (which the caller's instrumentation stops) for at most ``timeout_s``."""
+    task = asyncio.create_task(runner.run(until_idle_s=15.0))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except TimeoutError:
+        runner.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30.0)
+        raise TimeoutError(failure()) from None
+
+
 async def consume_ours(
     settings: Settings, count: int, group: str, timeout_s: float, watch: dict[str, int]
 ) -> dict[str, Any]:
@@ -316,15 +328,10 @@ async def consume_ours(
     handler.on_assigned, handler.process, handler.roll = on_assigned, process, roll
     started = time.perf_counter()
     window = loadgen.CpuWindow(watch)
-    task = asyncio.create_task(runner.run(until_idle_s=15.0))
-    try:
-        stats = await asyncio.wait_for(asyncio.shield(task), timeout_s)
-    except TimeoutError:
-        runner.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30.0)
-        raise TimeoutError(f"archive worker did not archive {count} messages in {timeout_s:.0f} s "
-                           f"(archived {handler.archived_messages})") from None
+    stats = await run_bounded(
+        runner, timeout_s,
+        lambda: f"archive worker did not archive {count} messages in {timeout_s:.0f} s "
+                f"(archived {handler.archived_messages})")
     finished = time.perf_counter()
     cpu = window.stop()
     end = marks.get("archived", finished)
