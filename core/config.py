@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     """Rules file of the diagnosis worker (``docs/rules.md``); None: the shipped defaults."""
     diagnostics_late_after_s: float = 300.0
     diagnostics_checkpoint_s: float = 10.0
+    pdm_registry_dir: Path | None = None
+    """Model registry of predictive maintenance; None: ``data_dir/models``."""
+    pdm_score_interval_s: float = 10.0
+    pdm_model_check_s: float = 30.0
     archive_native_decoder: bool = True
     """Decode records with the native extension (``ingestion._columnar``) when it is built."""
 

@@ -316,7 +316,7 @@ def run(
             0.005,
             0.002,
             None,
-            workers=("archive", "diagnostics"),
+            workers=("archive", "diagnostics", "pdm"),
         )
     except KeyboardInterrupt:
         console.print("\nstopped: every process this command started has been stopped")

@@ -51,6 +51,14 @@ WORKERS: dict[str, WorkerSpec] = {
             dlq_topic=lambda s: None,  # the archive worker dead-letters invalid records
             factory="diagnostics.worker:build_diagnostics_handler",
         ),
+        WorkerSpec(
+            name="pdm",
+            description="failure-risk predictions (LightGBM) -> maintenance.predictions.v1, DB",
+            topics=lambda s: [s.telemetry_topic],
+            group_id="fleet.pdm",
+            dlq_topic=lambda s: None,  # the archive worker dead-letters invalid records
+            factory="diagnostics.pdm_worker:build_pdm_handler",
+        ),
     ]
 }
 

@@ -82,7 +82,8 @@ class VersionInfo:
 def default_registry_dir() -> Path:
     from core.config import get_settings
 
-    return Path(get_settings().data_dir) / "models"
+    settings = get_settings()
+    return settings.pdm_registry_dir or Path(settings.data_dir) / "models"
 
 
 def _sha256(data: bytes) -> str:

@@ -1,0 +1,197 @@
+"""The predictive-maintenance worker (``fleet worker pdm``).
+
+Per consumer batch the records become an Arrow table (``ingestion.batches``) whose new samples
+update the streaming window features (``diagnostics.features.FeatureState``; rows at or before
+a vehicle's newest processed sample are replays and are skipped, so a re-sent message is not
+counted twice). Every ``pdm_score_interval_s`` the vehicles seen since the last scoring are
+scored with the active model version (``ActiveModel`` notices a switch without a restart),
+the hysteresis decides which alerts are raised or cleared, the latest prediction per
+(vehicle, component, horizon) is upserted in ``maintenance_prediction``, and the alert
+crossings go to ``maintenance.predictions.v1`` after the commit. Offsets are committed after
+each scoring.
+
+Without an active model version the worker keeps the features and scores nothing (logged once).
+Known gap: the feature state is kept in memory only, so a restarted worker predicts nothing for
+a vehicle until its windows have refilled (up to 7 days of event time for the 7-day features).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from core.config import Settings
+from core.db import make_engine, session_scope, utcnow
+from core.runner import BatchHandler, HandlerResult, make_producer
+from diagnostics import repository
+from diagnostics.features import FeatureState
+from diagnostics.model_registry import ActiveModel, ModelRegistry, NoActiveModel
+from diagnostics.pdm_scoring import AlertState, Prediction, Scorer, score_and_alert
+from ingestion.batches import TelemetryBatchDecoder
+
+log = logging.getLogger(__name__)
+PREDICTION_VERSION = 1
+_encode = msgspec.json.Encoder().encode
+
+
+class PdmHandler(BatchHandler):
+    def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
+        super().__init__()
+        self.settings = settings
+        self.decoder = TelemetryBatchDecoder.from_settings(settings)
+        self.features = FeatureState()
+        self.active = ActiveModel(registry, check_every_s=settings.pdm_model_check_s)
+        self.alerts = AlertState()
+        self.scorer: Scorer | None = None
+        self.newest: dict[str, int] = {}
+        """Per vehicle: the newest sample ts taken into the features (replays are skipped)."""
+        self.touched: set[str] = set()
+        self.pending: dict[TopicPartition, int] = {}
+        self.durable: dict[TopicPartition, int] = {}
+        self.engine = make_engine(settings)
+        self.producer: AIOKafkaProducer | None = None
+        self.last_scoring = time.monotonic()
+        self.scored = 0
+        self.events = 0
+        self.replayed_rows = 0
+        self._warned = False
+
+    async def start(self) -> None:
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        self.engine.dispose()
+
+    async def process(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> HandlerResult:
+        records = [record for part in batch.values() for record in part]
+        decoded = self.decoder.decode(records)
+        table = self._new_rows(decoded.table)
+        if table.num_rows:
+            self.touched.update(self.features.update(table).tolist())
+        for tp, part in batch.items():
+            if part:
+                self.pending[tp] = part[-1].offset + 1
+        return HandlerResult(processed=decoded.records - decoded.skipped)
+
+    def _new_rows(self, table: pa.Table) -> pa.Table:
+        """Drop rows at or before their vehicle's newest processed sample (replays)."""
+        if not table.num_rows:
+            return table
+        vins = table["vin"].to_numpy(zero_copy_only=False)
+        ts = pc.cast(table["ts"], pa.int64()).to_numpy()
+        unique, inverse = np.unique(vins, return_inverse=True)
+        newest = np.array([self.newest.get(v, -(2**62)) for v in unique], dtype=np.int64)
+        keep = ts > newest[inverse]
+        if not keep.all():
+            self.replayed_rows += int((~keep).sum())
+            table = table.filter(pa.array(keep))
+            ts, inverse = ts[keep], inverse[keep]
+        if len(ts):
+            latest = np.full(len(unique), -(2**62), dtype=np.int64)
+            np.maximum.at(latest, inverse, ts)
+            for vin, value in zip(unique.tolist(), latest.tolist(), strict=True):
+                if value > self.newest.get(vin, -(2**62)):
+                    self.newest[vin] = value
+        return table
+
+    async def tick(self) -> None:
+        if time.monotonic() - self.last_scoring >= self.settings.pdm_score_interval_s:
+            await self.score()
+
+    async def flush(self) -> None:
+        await self.score()
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        await super().on_revoked(partitions)
+        for tp in partitions:
+            self.pending.pop(tp, None)
+            self.durable.pop(tp, None)
+
+    def durable_offsets(self) -> dict[TopicPartition, int]:
+        return dict(self.durable)
+
+    async def score(self) -> None:
+        """Score the vehicles seen since the last scoring; store, publish, then commit."""
+        self.last_scoring = time.monotonic()
+        pending = dict(self.pending)
+        vins = sorted(self.touched)
+        scorer = self._scorer()
+        if vins and scorer is not None:
+            frame = self.features.features(np.array(vins))
+            batch, alerting, changes = score_and_alert(scorer, self.alerts, frame)
+            latest = batch.predictions(alerting)
+            crossings = batch.predictions(alerting, cells=[(c.row, c.model) for c in changes])
+            if latest:
+                await asyncio.to_thread(self._store, latest)
+            await self._publish(crossings)
+            self.scored += len(vins)
+        if scorer is not None or not vins:
+            self.touched.clear()
+        self.durable.update(pending)
+
+    def _scorer(self) -> Scorer | None:
+        try:
+            models = self.active.get()
+        except NoActiveModel as exc:
+            if not self._warned:
+                log.warning("no active model version, predictions wait for one: %s", exc)
+                self._warned = True
+            return None
+        if self.scorer is None or self.scorer.models is not models:
+            self.scorer = Scorer(models)
+        return self.scorer
+
+    def _store(self, predictions: list[Prediction]) -> None:
+        rows = [_prediction_row(p) for p in predictions]
+        with session_scope(self.engine) as session:
+            repository.upsert_predictions(session, rows)
+
+    async def _publish(self, predictions: list[Prediction]) -> None:
+        assert self.producer is not None
+        futures = []
+        for prediction in predictions:
+            event = {"v": PREDICTION_VERSION, **prediction.to_dict()}
+            futures.append(
+                await self.producer.send(
+                    self.settings.predictions_topic,
+                    _encode(event),
+                    key=prediction.vin.encode(),
+                )
+            )
+        await asyncio.gather(*futures)
+        self.events += len(futures)
+
+
+def _prediction_row(prediction: Prediction) -> dict[str, Any]:
+    return {
+        "vin": prediction.vin,
+        "component": prediction.component,
+        "horizon_days": prediction.horizon_days,
+        "probability": float(prediction.probability),
+        "alerting": bool(prediction.alerting),
+        "model_version": prediction.model_version,
+        "reasons": [r.to_dict() for r in prediction.reasons],
+        "scored_at": datetime.fromtimestamp(prediction.scored_at_ms / 1000, UTC),
+        "updated_at": utcnow(),
+    }
+
+
+def build_pdm_handler(settings: Settings) -> PdmHandler:
+    registry_dir = settings.pdm_registry_dir or settings.data_dir / "models"
+    return PdmHandler(settings, ModelRegistry(registry_dir))
