@@ -7,4 +7,5 @@ from diagnostics.models import (  # noqa: F401
     DiagnosticsState,
     DtcEpisode,
     MaintenancePrediction,
+    PdmFeatureBucket,
 )

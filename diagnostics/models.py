@@ -6,7 +6,18 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from core.db import UtcDateTime, utcnow
@@ -79,6 +90,17 @@ class DiagnosticsState(SQLModel, table=True):
     vin: str = Field(sa_type=String(17), primary_key=True)
     rules: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class PdmFeatureBucket(SQLModel, table=True):
+    """One hour of one vehicle's feature statistics (``diagnostics.features.Buckets``, one row
+    as Arrow IPC): what the pdm worker needs to continue its windows after a restart."""
+
+    __tablename__ = "pdm_feature_bucket"
+
+    vin: str = Field(sa_type=String(17), primary_key=True)
+    hour: int = Field(sa_type=BigInteger, primary_key=True)
+    data: bytes = Field(sa_type=LargeBinary)
 
 
 class MaintenancePrediction(SQLModel, table=True):

@@ -7,12 +7,15 @@ counted twice). Every ``pdm_score_interval_s`` the vehicles seen since the last 
 scored with the active model version (``ActiveModel`` notices a switch without a restart),
 the hysteresis decides which alerts are raised or cleared, the latest prediction per
 (vehicle, component, horizon) is upserted in ``maintenance_prediction``, and the alert
-crossings go to ``maintenance.predictions.v1`` after the commit. Offsets are committed after
-each scoring.
+crossings go to ``maintenance.predictions.v1`` after the commit.
+
+Restarts: the hourly feature buckets changed since the last scoring are upserted in
+``pdm_feature_bucket`` (one row per vehicle and hour; hours the windows no longer need are
+deleted) before the offsets are committed. A worker that sees a vehicle for the first time
+loads its buckets, and with them the newest sample already counted, so it continues the
+windows exactly where the committed offsets are (replayed rows are skipped).
 
 Without an active model version the worker keeps the features and scores nothing (logged once).
-Known gap: the feature state is kept in memory only, so a restarted worker predicts nothing for
-a vehicle until its windows have refilled (up to 7 days of event time for the 7-day features).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from core.config import Settings
 from core.db import make_engine, session_scope, utcnow
 from core.runner import BatchHandler, HandlerResult, make_producer
 from diagnostics import repository
-from diagnostics.features import FeatureState
+from diagnostics.features import BASELINE_H, BUCKET_MS, MAX_WINDOW_H, Buckets, FeatureState
 from diagnostics.model_registry import ActiveModel, ModelRegistry, NoActiveModel
 from diagnostics.pdm_scoring import AlertState, Prediction, Scorer, score_and_alert
 from ingestion.batches import TelemetryBatchDecoder
@@ -57,6 +60,10 @@ class PdmHandler(BatchHandler):
         self.newest: dict[str, int] = {}
         """Per vehicle: the newest sample ts taken into the features (replays are skipped)."""
         self.touched: set[str] = set()
+        self.loaded: set[str] = set()
+        """Vehicles whose stored buckets were loaded (or found to have none)."""
+        self.dirty: dict[str, int] = {}
+        """Per vehicle: the oldest hour changed since the buckets were last stored."""
         self.pending: dict[TopicPartition, int] = {}
         self.durable: dict[TopicPartition, int] = {}
         self.engine = make_engine(settings)
@@ -81,6 +88,10 @@ class PdmHandler(BatchHandler):
     ) -> HandlerResult:
         records = [record for part in batch.values() for record in part]
         decoded = self.decoder.decode(records)
+        if decoded.table.num_rows:
+            new = [v for v in decoded.table["vin"].unique().to_pylist() if v not in self.loaded]
+            if new:
+                await asyncio.to_thread(self._restore, new)
         table = self._new_rows(decoded.table)
         if table.num_rows:
             self.touched.update(self.features.update(table).tolist())
@@ -105,9 +116,16 @@ class PdmHandler(BatchHandler):
         if len(ts):
             latest = np.full(len(unique), -(2**62), dtype=np.int64)
             np.maximum.at(latest, inverse, ts)
-            for vin, value in zip(unique.tolist(), latest.tolist(), strict=True):
-                if value > self.newest.get(vin, -(2**62)):
-                    self.newest[vin] = value
+            oldest = np.full(len(unique), 2**62, dtype=np.int64)
+            np.minimum.at(oldest, inverse, ts)
+            for vin, newest_ts, oldest_ts in zip(
+                unique.tolist(), latest.tolist(), oldest.tolist(), strict=True
+            ):
+                if newest_ts < -(2**61):
+                    continue  # no new row of this vehicle
+                self.newest[vin] = max(int(newest_ts), self.newest.get(vin, -(2**62)))
+                hour = int(oldest_ts) // BUCKET_MS
+                self.dirty[vin] = min(hour, self.dirty.get(vin, hour))
         return table
 
     async def tick(self) -> None:
@@ -143,6 +161,9 @@ class PdmHandler(BatchHandler):
             self.scored += len(vins)
         if scorer is not None or not vins:
             self.touched.clear()
+        if self.dirty:
+            dirty, self.dirty = self.dirty, {}
+            await asyncio.to_thread(self._store_buckets, dirty)
         self.durable.update(pending)
 
     def _scorer(self) -> Scorer | None:
@@ -156,6 +177,50 @@ class PdmHandler(BatchHandler):
         if self.scorer is None or self.scorer.models is not models:
             self.scorer = Scorer(models)
         return self.scorer
+
+    def _restore(self, vins: list[str]) -> None:
+        """Load the stored buckets of vehicles this worker has not seen yet."""
+        with session_scope(self.engine) as session:
+            blobs = repository.feature_buckets(session, vins)
+        self.loaded.update(vins)
+        if not blobs:
+            return
+        table = pa.concat_tables(pa.ipc.open_stream(blob).read_all() for blob in blobs)
+        restored = Buckets.from_arrow(table)
+        self.features = FeatureState(self.features.buckets.merge(restored))
+        for vin, newest in zip(restored.vins.tolist(), restored.newest_sample_ms(), strict=True):
+            self.newest[vin] = max(int(newest), self.newest.get(vin, -(2**62)))
+
+    def _store_buckets(self, dirty: Mapping[str, int]) -> None:
+        """Upsert the changed hours of these vehicles and delete the hours no longer needed."""
+        buckets = self.features.buckets
+        if not len(buckets):
+            return
+        vins = buckets.vins[buckets.vin_index]
+        since = np.array([dirty.get(v, 2**62) for v in buckets.vins.tolist()], dtype=np.int64)
+        rows = np.flatnonzero(buckets.hour >= since[buckets.vin_index])
+        table = buckets.take(rows).to_arrow()
+        records = []
+        for i in range(table.num_rows):
+            sink = pa.BufferOutputStream()
+            one = table.slice(i, 1)
+            with pa.ipc.new_stream(sink, one.schema) as writer:
+                writer.write_table(one)
+            records.append(
+                {"vin": str(vins[rows[i]]), "hour": int(buckets.hour[rows[i]]),
+                 "data": sink.getvalue().to_pybytes()}
+            )  # fmt: skip
+        first, last = buckets.hour_range()
+        with session_scope(self.engine) as session:
+            repository.upsert_feature_buckets(session, records)
+            for index, vin in enumerate(buckets.vins.tolist()):
+                if vin in dirty:
+                    repository.trim_feature_buckets(
+                        session,
+                        vin,
+                        keep_after=int(last[index]) - MAX_WINDOW_H,
+                        baseline_end=int(first[index]) + BASELINE_H,
+                    )
 
     def _store(self, predictions: list[Prediction]) -> None:
         rows = [_prediction_row(p) for p in predictions]

@@ -12,18 +12,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, or_
+from sqlalchemy import Table, delete, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
 from core.db import utcnow
-from diagnostics.models import Alarm, DiagnosticsState, DtcEpisode, MaintenancePrediction
+from diagnostics.models import (
+    Alarm,
+    DiagnosticsState,
+    DtcEpisode,
+    MaintenancePrediction,
+    PdmFeatureBucket,
+)
 
 _DTC: Table = DtcEpisode.__table__  # type: ignore[attr-defined]
 _ALARM: Table = Alarm.__table__  # type: ignore[attr-defined]
 _PREDICTION: Table = MaintenancePrediction.__table__  # type: ignore[attr-defined]
 _STATE: Table = DiagnosticsState.__table__  # type: ignore[attr-defined]
+_BUCKET: Table = PdmFeatureBucket.__table__  # type: ignore[attr-defined]
 CHUNK_SIZE = 500
 
 ACTIVE_DTC_STATES = ("pending", "confirmed")
@@ -104,6 +111,35 @@ def rule_states(session: Session, vins: Sequence[str]) -> dict[str, dict[str, An
         )
         found.update({state.vin: state.rules for state in session.exec(query)})
     return found
+
+
+def upsert_feature_buckets(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store hourly feature buckets (``vin``, ``hour``, ``data``); a newer one replaces."""
+    if rows:
+        _upsert(session, _BUCKET, rows, ("vin", "hour"), ("data",))
+
+
+def feature_buckets(session: Session, vins: Sequence[str]) -> list[bytes]:
+    """The stored buckets of these vehicles (Arrow IPC, one bucket each)."""
+    found: list[bytes] = []
+    for start in range(0, len(vins), CHUNK_SIZE):
+        query = select(PdmFeatureBucket.data).where(
+            col(PdmFeatureBucket.vin).in_(vins[start : start + CHUNK_SIZE])
+        )
+        found.extend(session.exec(query))
+    return found
+
+
+def trim_feature_buckets(session: Session, vin: str, *, keep_after: int, baseline_end: int) -> None:
+    """Delete the hours the windows no longer need: at or before ``keep_after`` and not in the
+    baseline (hours before ``baseline_end``)."""
+    session.execute(
+        delete(PdmFeatureBucket).where(
+            col(PdmFeatureBucket.vin) == vin,
+            col(PdmFeatureBucket.hour) <= keep_after,
+            col(PdmFeatureBucket.hour) >= baseline_end,
+        )
+    )
 
 
 def active_dtc_episodes(session: Session, vins: Sequence[str]) -> list[DtcEpisode]:

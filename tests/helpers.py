@@ -60,6 +60,8 @@ def stack_settings(
         "kafka_bootstrap_servers": bootstrap,
         "telemetry_topic": f"telemetry.v1.{suffix}",
         "telemetry_dlq_topic": f"telemetry.dlq.{suffix}",
+        "findings_topic": f"diagnostics.findings.v1.{suffix}",
+        "predictions_topic": f"maintenance.predictions.v1.{suffix}",
         "topic_partitions": 3,
         "archive_roll_seconds": 0.5,
         "credential_cache_ttl_s": 0.0,

@@ -8,20 +8,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from core.config import Settings
 from core.db import make_engine, session_scope
+from core.signals import CATALOG
 from core.vehicles.models import VehicleIn
 from core.vehicles.service import bulk_register_vehicles
 from core.workers import build_runner
 from diagnostics import repository
+from diagnostics.features import compute_features
 from diagnostics.model_registry import ModelRegistry
 from diagnostics.pdm_dataset import simulate_training_set
 from diagnostics.pdm_model import train_models
+from diagnostics.pdm_scoring import Scorer
+from ingestion.archive import RowBuffer, archive_schema
 from simulator.delivery import SimConfig
 from simulator.faults import FaultKind, FaultSpec
 from simulator.fleet import make_fleet
@@ -53,14 +59,23 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
 
     # Healthy for 4 days, then 7 days of degradation until the pump fails.
     fault = FaultSpec(kind=FaultKind.COOLANT_PUMP, onset_s=4 * DAY_S, failure_s=11 * DAY_S)
-    vehicle = make_fleet(1, seed=33, bev_share=0.0, commercial_share=0.0,
-                         faults={0: [fault]})[0]
+    vehicle = make_fleet(1, seed=33, bev_share=0.0, commercial_share=0.0, faults={0: [fault]})[0]
     engine = make_engine(settings)
     try:
         with session_scope(engine) as session:
-            bulk_register_vehicles(session, [VehicleIn(
-                vin=vehicle.vin, model="Sim", model_year=2022, region="EU",
-                time_zone="Europe/Berlin", powertrain="ice")])
+            bulk_register_vehicles(
+                session,
+                [
+                    VehicleIn(
+                        vin=vehicle.vin,
+                        model="Sim",
+                        model_year=2022,
+                        region="EU",
+                        time_zone="Europe/Berlin",
+                        powertrain="ice",
+                    )
+                ],
+            )
     finally:
         engine.dispose()
     start_ms = int((time.time() - 11 * DAY_S) * 1000)
@@ -68,7 +83,7 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
     messages = list(iter_messages([vehicle], start_ms, 11 * DAY_S - 600, seed=4, config=config))
     early_end = start_ms + int(3 * DAY_S * 1000)  # healthy, failure 8 days away
     early = [m for m in messages if m.samples[-1].ts < early_end]
-    late = messages[len(early):]
+    late = messages[len(early) :]
 
     async def publish(batch: list) -> None:
         publisher = KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic)
@@ -81,9 +96,10 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
 
     group = f"pdm-{uuid.uuid4().hex[:8]}"
 
-    def run_pdm() -> None:
+    def run_pdm() -> Any:
         runner = build_runner(settings, "pdm", group_id=group)
         asyncio.run(runner.run(until_idle_s=3.0))
+        return runner.handler
 
     def run_diagnostics() -> None:
         # The simulation is replayed at once: count it as real time, not store-and-forward.
@@ -96,11 +112,32 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
     before = coolant_risk(settings, vehicle.vin)
     asyncio.run(publish(late))
     started = time.monotonic()
-    run_pdm()  # the same group: it continues from the committed offsets
+    restarted = run_pdm()  # a new worker of the same group: it continues at the committed offsets
     run_diagnostics()
     assert time.monotonic() - started < 120
     after = coolant_risk(settings, vehicle.vin)
     assert after > before + 0.3, (before, after)
+
+    # The second run was a restarted worker: it continued from the stored feature buckets, so
+    # its features (the baselines of the first 3 days included) and its risk are exactly what
+    # the batch path computes from every sample.
+    buffer = RowBuffer()
+    for offset, message in enumerate(messages):
+        buffer.add(
+            message,
+            topic="t",
+            partition=0,
+            offset=offset,
+            received_at=None,
+            catalog=CATALOG,
+            size=1,
+        )
+    frame = compute_features(buffer.to_table(archive_schema(CATALOG)))
+    streamed = restarted.features.features([vehicle.vin])
+    assert np.array_equal(streamed.values, frame.values, equal_nan=True)
+    scorer = Scorer(registry.load(version))
+    batch_risk = scorer.probabilities(frame.values)[0, scorer.keys.index(("coolant_pump", 7))]
+    assert after == pytest.approx(float(batch_risk), rel=1e-9, abs=1e-12)
 
     events = asyncio.run(read_topic(settings.bootstrap_servers, settings.predictions_topic, 1))
     raised = [orjson.loads(r.value) for r in events]
@@ -108,8 +145,9 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
     assert all(e["model_version"] == version for e in raised)
 
     token = admin_token(settings)
-    health = client.get(f"/v1/vehicles/{vehicle.vin}/health",
-                        headers={"Authorization": f"Bearer {token}"}).json()
+    health = client.get(
+        f"/v1/vehicles/{vehicle.vin}/health", headers={"Authorization": f"Bearer {token}"}
+    ).json()
     coolant = [p for p in health["predictions"] if p["component"] == "coolant_pump"]
     assert coolant and coolant[0]["alerting"] and coolant[0]["reasons"], health["predictions"]
     assert "P2181" in {d["code"] for d in health["open_dtcs"]}, health["open_dtcs"]
