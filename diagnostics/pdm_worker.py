@@ -109,6 +109,11 @@ class PdmHandler(BatchHandler):
         unique, inverse = np.unique(vins, return_inverse=True)
         newest = np.array([self.newest.get(v, -(2**62)) for v in unique], dtype=np.int64)
         keep = ts > newest[inverse]
+        # The same sample twice in one batch (a message re-sent quickly) counts once.
+        _, first_of_each = np.unique(np.stack([inverse, ts]), axis=1, return_index=True)
+        unique_rows = np.zeros(len(ts), dtype=bool)
+        unique_rows[first_of_each] = True
+        keep &= unique_rows
         if not keep.all():
             self.replayed_rows += int((~keep).sum())
             table = table.filter(pa.array(keep))
@@ -136,10 +141,18 @@ class PdmHandler(BatchHandler):
         await self.score()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        # The runner has just scored and stored everything (flush). The next owner of these
+        # partitions continues from the database, and so will this worker if they come back:
+        # keep nothing in memory that could be stale by then.
         await super().on_revoked(partitions)
         for tp in partitions:
             self.pending.pop(tp, None)
             self.durable.pop(tp, None)
+        self.features = FeatureState()
+        self.newest.clear()
+        self.loaded.clear()
+        self.touched.clear()
+        self.dirty.clear()
 
     def durable_offsets(self) -> dict[TopicPartition, int]:
         return dict(self.durable)

@@ -154,3 +154,27 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
     alarms = health["open_alarms"] + health["recent_alarms"]
     assert any(a["rule_id"] == "coolant_overtemp" for a in alarms), alarms
     assert health["status"] != "ok"
+
+
+def test_replays_and_repeated_samples_count_once(tmp_path: Any) -> None:
+    from diagnostics.pdm_worker import PdmHandler
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'f.db'}")
+    handler = PdmHandler(settings, ModelRegistry(tmp_path / "models"))
+    schema = archive_schema(CATALOG)
+
+    def table(rows: list[tuple[str, int]]) -> Any:
+        import pyarrow as pa
+
+        columns = {f.name: pa.nulls(len(rows), f.type) for f in schema}
+        columns["vin"] = pa.array([vin for vin, _ in rows], pa.string())
+        columns["ts"] = pa.array([ts for _, ts in rows], pa.timestamp("ms", tz="UTC"))
+        return pa.table([columns[f.name] for f in schema], schema=schema)
+
+    first = handler._new_rows(table([("A", 10), ("A", 10), ("B", 5), ("A", 7)]))
+    assert sorted(zip(first["vin"].to_pylist(), first["ts"].cast("int64").to_pylist(),
+                      strict=True)) == [("A", 7), ("A", 10), ("B", 5)]
+    again = handler._new_rows(table([("A", 10), ("B", 5), ("B", 6), ("A", 9)]))
+    assert again["ts"].cast("int64").to_pylist() == [6]  # only B's new sample
+    assert handler.replayed_rows == 4
+    handler.engine.dispose()
