@@ -27,32 +27,28 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from core.config import Settings
-from core.db import make_engine, session_scope, utcnow
-from core.runner import BatchHandler, HandlerResult, make_producer
+from core.db import session_scope, utcnow
+from core.runner import HandlerResult
 from diagnostics import repository
 from diagnostics.features import BASELINE_H, BUCKET_MS, MAX_WINDOW_H, Buckets, FeatureState
 from diagnostics.model_registry import ActiveModel, ModelRegistry, NoActiveModel
 from diagnostics.pdm_scoring import AlertState, Prediction, Scorer, score_and_alert
-from ingestion.batches import TelemetryBatchDecoder
+from ingestion.batches import TelemetryTableHandler
 
 log = logging.getLogger(__name__)
 PREDICTION_VERSION = 1
-_encode = msgspec.json.Encoder().encode
 
 
-class PdmHandler(BatchHandler):
+class PdmHandler(TelemetryTableHandler):
     def __init__(self, settings: Settings, registry: ModelRegistry) -> None:
-        super().__init__()
-        self.settings = settings
-        self.decoder = TelemetryBatchDecoder.from_settings(settings)
+        super().__init__(settings)
         self.features = FeatureState()
         self.active = ActiveModel(registry, check_every_s=settings.pdm_model_check_s)
         self.alerts = AlertState()
@@ -64,30 +60,16 @@ class PdmHandler(BatchHandler):
         """Vehicles whose stored buckets were loaded (or found to have none)."""
         self.dirty: dict[str, int] = {}
         """Per vehicle: the oldest hour changed since the buckets were last stored."""
-        self.pending: dict[TopicPartition, int] = {}
-        self.durable: dict[TopicPartition, int] = {}
-        self.engine = make_engine(settings)
-        self.producer: AIOKafkaProducer | None = None
         self.last_scoring = time.monotonic()
         self.scored = 0
         self.events = 0
         self.replayed_rows = 0
         self._warned = False
 
-    async def start(self) -> None:
-        self.producer = make_producer(self.settings)
-        await self.producer.start()
-
-    async def close(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
-        self.engine.dispose()
-
     async def process(
         self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
     ) -> HandlerResult:
-        records = [record for part in batch.values() for record in part]
-        decoded = self.decoder.decode(records)
+        decoded = self.decode(batch)
         if decoded.table.num_rows:
             new = [v for v in decoded.table["vin"].unique().to_pylist() if v not in self.loaded]
             if new:
@@ -95,9 +77,6 @@ class PdmHandler(BatchHandler):
         table = self._new_rows(decoded.table)
         if table.num_rows:
             self.touched.update(self.features.update(table).tolist())
-        for tp, part in batch.items():
-            if part:
-                self.pending[tp] = part[-1].offset + 1
         return HandlerResult(processed=decoded.records - decoded.skipped)
 
     def _new_rows(self, table: pa.Table) -> pa.Table:
@@ -145,22 +124,16 @@ class PdmHandler(BatchHandler):
         # partitions continues from the database, and so will this worker if they come back:
         # keep nothing in memory that could be stale by then.
         await super().on_revoked(partitions)
-        for tp in partitions:
-            self.pending.pop(tp, None)
-            self.durable.pop(tp, None)
         self.features = FeatureState()
         self.newest.clear()
         self.loaded.clear()
         self.touched.clear()
         self.dirty.clear()
 
-    def durable_offsets(self) -> dict[TopicPartition, int]:
-        return dict(self.durable)
-
     async def score(self) -> None:
         """Score the vehicles seen since the last scoring; store, publish, then commit."""
         self.last_scoring = time.monotonic()
-        pending = dict(self.pending)
+        pending = self.pending_offsets()
         vins = sorted(self.touched)
         scorer = self._scorer()
         if vins and scorer is not None:
@@ -177,7 +150,7 @@ class PdmHandler(BatchHandler):
         if self.dirty:
             dirty, self.dirty = self.dirty, {}
             await asyncio.to_thread(self._store_buckets, dirty)
-        self.durable.update(pending)
+        self.mark_durable(pending)
 
     def _scorer(self) -> Scorer | None:
         try:
@@ -241,19 +214,8 @@ class PdmHandler(BatchHandler):
             repository.upsert_predictions(session, rows)
 
     async def _publish(self, predictions: list[Prediction]) -> None:
-        assert self.producer is not None
-        futures = []
-        for prediction in predictions:
-            event = {"v": PREDICTION_VERSION, **prediction.to_dict()}
-            futures.append(
-                await self.producer.send(
-                    self.settings.predictions_topic,
-                    _encode(event),
-                    key=prediction.vin.encode(),
-                )
-            )
-        await asyncio.gather(*futures)
-        self.events += len(futures)
+        events = [(p.vin, {"v": PREDICTION_VERSION, **p.to_dict()}) for p in predictions]
+        self.events += await self.publish(self.settings.predictions_topic, events)
 
 
 def _prediction_row(prediction: Prediction) -> dict[str, Any]:

@@ -24,18 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from core.config import Settings
-from core.db import make_engine, session_scope, utcnow
-from core.runner import BatchHandler, HandlerResult, make_producer
+from core.db import session_scope, utcnow
+from core.runner import HandlerResult
 from diagnostics import repository
 from diagnostics.dtc_lifecycle import DtcBatchResult, DtcEvent, DtcRecord, DtcState, DtcTracker
 from diagnostics.rules import STATE_FORMAT, AlarmEvent, RuleEngine
 from diagnostics.rules_model import RuleSet, load_rules
-from ingestion.batches import TelemetryBatchDecoder
+from ingestion.batches import TelemetryTableHandler
 
 log = logging.getLogger(__name__)
 
@@ -43,50 +42,31 @@ DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 FINDING_VERSION = 1
 EXPIRE_EVERY_S = 300.0
 _ENDED = (DtcState.CLEARED, DtcState.AGED_OUT)
-_encode = msgspec.json.Encoder().encode
 
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-class DiagnosticsHandler(BatchHandler):
+class DiagnosticsHandler(TelemetryTableHandler):
     def __init__(self, settings: Settings, ruleset: RuleSet) -> None:
-        super().__init__()
-        self.settings = settings
-        self.decoder = TelemetryBatchDecoder.from_settings(settings)
+        super().__init__(settings)
         self.ruleset = ruleset
         self.tracker = DtcTracker()
         self.rules = RuleEngine(ruleset, late_after_s=settings.diagnostics_late_after_s)
-        self.engine = make_engine(settings)
-        self.producer: AIOKafkaProducer | None = None
         self.loaded: set[str] = set()
         """Vehicles whose state was restored from the database (or found to have none)."""
         self.touched: set[str] = set()
         """Vehicles seen since the last checkpoint."""
-        self.pending: dict[TopicPartition, int] = {}
-        self.durable: dict[TopicPartition, int] = {}
         self.last_checkpoint = time.monotonic()
         self.last_expiry = time.monotonic()
         self.findings = 0
-        self.skipped = 0
         self.malformed_dtcs = 0
-
-    async def start(self) -> None:
-        self.producer = make_producer(self.settings)
-        await self.producer.start()
-
-    async def close(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
-        self.engine.dispose()
 
     async def process(
         self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
     ) -> HandlerResult:
-        records = [record for part in batch.values() for record in part]
-        decoded = self.decoder.decode(records)
-        self.skipped += decoded.skipped
+        decoded = self.decode(batch)
         table = decoded.table
         if table.num_rows:
             vins = table["vin"].unique().to_pylist()
@@ -100,9 +80,6 @@ class DiagnosticsHandler(BatchHandler):
             if dtcs.events or dtcs.updated or alarms:
                 await asyncio.to_thread(self._store, dtcs, alarms)
                 await self._publish(dtcs.events, alarms)
-        for tp, part in batch.items():
-            if part:
-                self.pending[tp] = part[-1].offset + 1
         return HandlerResult(processed=decoded.records - decoded.skipped)
 
     async def tick(self) -> None:
@@ -126,9 +103,6 @@ class DiagnosticsHandler(BatchHandler):
         # The runner flushed (checkpointed) already. Another worker continues these
         # partitions' vehicles from the database, so forget everything and restore lazily.
         await super().on_revoked(partitions)
-        for tp in partitions:
-            self.pending.pop(tp, None)
-            self.durable.pop(tp, None)
         self.tracker = DtcTracker()
         self.rules = RuleEngine(self.ruleset, late_after_s=self.settings.diagnostics_late_after_s)
         self.loaded.clear()
@@ -137,16 +111,13 @@ class DiagnosticsHandler(BatchHandler):
     async def checkpoint(self) -> None:
         """Store the rule state of the vehicles seen since the last checkpoint; then their
         offsets may be committed."""
-        pending = dict(self.pending)
+        pending = self.pending_offsets()
         if self.touched:
             state = self.rules.export_state(self.touched)["vehicles"]
             await asyncio.to_thread(self._store_states, state)
             self.touched.clear()
-        self.durable.update(pending)
+        self.mark_durable(pending)
         self.last_checkpoint = time.monotonic()
-
-    def durable_offsets(self) -> dict[TopicPartition, int]:
-        return dict(self.durable)
 
     # -- database -------------------------------------------------------------------------
 
@@ -187,13 +158,8 @@ class DiagnosticsHandler(BatchHandler):
     # -- findings topic -------------------------------------------------------------------
 
     async def _publish(self, dtc_events: list[DtcEvent], alarms: list[AlarmEvent]) -> None:
-        assert self.producer is not None
-        topic = self.settings.findings_topic
-        futures = []
-        for vin, finding in [*map(_dtc_finding, dtc_events), *map(_alarm_finding, alarms)]:
-            futures.append(await self.producer.send(topic, _encode(finding), key=vin.encode()))
-        await asyncio.gather(*futures)
-        self.findings += len(futures)
+        findings = [*map(_dtc_finding, dtc_events), *map(_alarm_finding, alarms)]
+        self.findings += await self.publish(self.settings.findings_topic, findings)
 
 
 def _episode_row(

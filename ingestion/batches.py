@@ -10,22 +10,28 @@ bad record is reported once.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from core.config import Settings
+from core.db import make_engine
+from core.runner import BatchHandler, make_producer
 from core.signals import CATALOG
 from core.telemetry import decode
 from ingestion import columnar
 from ingestion.archive import RowBuffer, archive_schema
 from ingestion.columnar import ColumnarBuffer, DecoderSpec
 from ingestion.validation import FastValidator, Limits, Validator
+
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass
@@ -117,3 +123,65 @@ class TelemetryBatchDecoder:
         if self.validator.validate(message, reference_ms, max_errors=1):
             return None
         return self.fast.from_message(message)
+
+
+class TelemetryTableHandler(BatchHandler):
+    """Base of the analytic workers (diagnostics, pdm): consumer batches decoded into tables,
+    a database engine and a producer for what they find, and offsets that become durable only
+    at the subclass's checkpoints (after what the records produced is stored).
+
+    Subclasses call :meth:`decode` in ``process``, :meth:`publish` after their database commit,
+    and :meth:`mark_durable` with the snapshot :meth:`pending_offsets` took before storing."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.decoder = TelemetryBatchDecoder.from_settings(settings)
+        self.engine = make_engine(settings)
+        self.producer: AIOKafkaProducer | None = None
+        self._pending: dict[TopicPartition, int] = {}
+        self._durable: dict[TopicPartition, int] = {}
+        self.skipped = 0
+
+    async def start(self) -> None:
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        self.engine.dispose()
+
+    def decode(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> DecodedBatch:
+        """The batch's valid records as one table; their offsets become pending."""
+        decoded = self.decoder.decode([record for part in batch.values() for record in part])
+        for tp, part in batch.items():
+            if part:
+                self._pending[tp] = part[-1].offset + 1
+        self.skipped += decoded.skipped
+        return decoded
+
+    def pending_offsets(self) -> dict[TopicPartition, int]:
+        return dict(self._pending)
+
+    def mark_durable(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._durable.update(offsets)
+
+    def durable_offsets(self) -> dict[TopicPartition, int]:
+        return dict(self._durable)
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        await super().on_revoked(partitions)
+        for tp in partitions:
+            self._pending.pop(tp, None)
+            self._durable.pop(tp, None)
+
+    async def publish(self, topic: str, items: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Send ``(vin, value)`` items keyed by VIN and wait until all are acknowledged."""
+        assert self.producer is not None
+        futures = [
+            await self.producer.send(topic, _encode(value), key=vin.encode())
+            for vin, value in items
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
