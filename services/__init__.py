@@ -1,0 +1,1 @@
+"""Proactive service: service centers, maintenance bookings and signed webhook delivery."""
