@@ -131,6 +131,22 @@ def _default_cache() -> Path:
     return default_registry_dir().parent / "pdm-cache"
 
 
+def _command_training_set(
+    archive: str | None, labels: Path | None, vehicles: int, days: float, seed: int,
+    sample_interval_s: float, parked_interval_s: float, commercial_share: float, workers: int,
+    cache_dir: Path | None,
+) -> TrainingSet:
+    """The training set the data options of ``train`` and ``evaluate`` describe."""
+    plan = SimulationPlan(
+        vehicles=vehicles, days=days, seed=seed, sample_interval_s=sample_interval_s,
+        parked_sample_interval_s=parked_interval_s, commercial_share=commercial_share,
+    )
+    return load_training_set(
+        archive=archive, labels=labels, plan=plan, workers=workers,
+        cache_dir=cache_dir or _default_cache(),
+    )  # fmt: skip
+
+
 def train_command(
     *,
     registry_dir: Path | None = None,
@@ -152,13 +168,9 @@ def train_command(
     the version in the registry (and make it active); returns the version id. ``evaluation``:
     a report of ``evaluate`` on the same training data (same sha256, else refused) to store
     with the version's metrics."""
-    plan = SimulationPlan(
-        vehicles=vehicles, days=days, seed=seed, sample_interval_s=sample_interval_s,
-        parked_sample_interval_s=parked_interval_s, commercial_share=commercial_share,
-    )  # fmt: skip
-    training = load_training_set(
-        archive=archive, labels=labels, plan=plan, workers=workers,
-        cache_dir=cache_dir or _default_cache(),
+    training = _command_training_set(
+        archive, labels, vehicles, days, seed, sample_interval_s, parked_interval_s,
+        commercial_share, workers, cache_dir,
     )  # fmt: skip
     report = json.loads(evaluation.read_text()) if evaluation is not None else None
     if report is not None and report.get("dataset", {}).get("sha256") != training.sha256():
@@ -196,13 +208,9 @@ def evaluate_command(
     fold), or with ``model`` (a version id or ``active``) the metrics of that registry version
     on the given data, without retraining. Prints the report as one JSON line on stdout (and
     writes it to ``output``)."""
-    plan = SimulationPlan(
-        vehicles=vehicles, days=days, seed=seed, sample_interval_s=sample_interval_s,
-        parked_sample_interval_s=parked_interval_s, commercial_share=commercial_share,
-    )  # fmt: skip
-    training = load_training_set(
-        archive=archive, labels=labels, plan=plan, workers=workers,
-        cache_dir=cache_dir or _default_cache(),
+    training = _command_training_set(
+        archive, labels, vehicles, days, seed, sample_interval_s, parked_interval_s,
+        commercial_share, workers, cache_dir,
     )  # fmt: skip
     if model is not None:
         registry = ModelRegistry(registry_dir or default_registry_dir())

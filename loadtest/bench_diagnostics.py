@@ -31,8 +31,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from core.config import Settings
 from loadtest import loadgen
 from loadtest.bench_ingest import (
@@ -46,6 +44,7 @@ from loadtest.bench_ingest import (
     run_bounded,
     say,
     start_kafka,
+    stop_after,
     wait_quiet,
 )
 
@@ -60,29 +59,12 @@ async def consume_diagnostics(
 
     runner = build_runner(settings, "diagnostics", group_id=f"bench.diag.{uuid.uuid4().hex[:8]}")
     handler: Any = runner.handler
-    marks: dict[str, float] = {}
-    seen = 0
-    orig_assigned, orig_process = handler.on_assigned, handler.process
-
-    async def on_assigned(partitions: set[TopicPartition]) -> None:
-        marks.setdefault("assigned", time.perf_counter())
-        await orig_assigned(partitions)
-
-    async def process(batch: Any) -> Any:
-        nonlocal seen
-        result = await orig_process(batch)
-        seen += sum(len(records) for records in batch.values())
-        if seen >= count and "consumed" not in marks:
-            marks["consumed"] = time.perf_counter()
-            runner.stop()  # the loop exits through flush_and_commit(): the final checkpoint
-        return result
-
-    handler.on_assigned, handler.process = on_assigned, process
+    marks = stop_after(runner, count)  # the drain writes the final checkpoint
     window = loadgen.CpuWindow(watch)
     stats = await run_bounded(
         runner, timeout_s,
         lambda: f"diagnostics worker did not process {count} in {timeout_s:.0f} s "
-                f"(processed {seen})")
+                f"(processed {marks.get('seen', 0):.0f})")
     finished = time.perf_counter()
     cpu = window.stop()
     return {

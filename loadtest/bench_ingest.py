@@ -282,6 +282,33 @@ async def consume_baseline(
             "wall_s": finished - started, **cpu}
 
 
+def stop_after(runner: Any, count: int) -> dict[str, float]:
+    """Instrument a worker without changing what it does: ``marks["assigned"]`` when it gets
+    partitions, ``marks["consumed"]`` when it has processed ``count`` records, and then a stop
+    (the loop drains through ``flush_and_commit``)."""
+    handler: Any = runner.handler
+    marks: dict[str, float] = {}
+    seen = 0
+    orig_assigned, orig_process = handler.on_assigned, handler.process
+
+    async def on_assigned(partitions: set[TopicPartition]) -> None:
+        marks.setdefault("assigned", time.perf_counter())
+        await orig_assigned(partitions)
+
+    async def process(batch: Any) -> Any:
+        nonlocal seen
+        result = await orig_process(batch)
+        seen += sum(len(records) for records in batch.values())
+        marks["seen"] = seen
+        if seen >= count and "consumed" not in marks:
+            marks["consumed"] = time.perf_counter()
+            runner.stop()
+        return result
+
+    handler.on_assigned, handler.process = on_assigned, process
+    return marks
+
+
 async def run_bounded(runner: Any, timeout_s: float, failure: Callable[[], str]) -> Any:
     """Run a worker (which the caller's instrumentation stops) for at most ``timeout_s``."""
     task = asyncio.create_task(runner.run(until_idle_s=15.0))
@@ -303,29 +330,15 @@ async def consume_ours(
 
     runner = build_runner(settings, "archive", group_id=group)
     handler: Any = runner.handler
-    marks: dict[str, float] = {}
-    seen = 0
-    orig_assigned, orig_process, orig_roll = handler.on_assigned, handler.process, handler.roll
-
-    async def on_assigned(partitions: set[TopicPartition]) -> None:
-        marks.setdefault("assigned", time.perf_counter())
-        await orig_assigned(partitions)
-
-    async def process(batch: Any) -> Any:
-        nonlocal seen
-        result = await orig_process(batch)
-        seen += sum(len(records) for records in batch.values())
-        if seen >= count and "consumed" not in marks:
-            marks["consumed"] = time.perf_counter()
-            runner.stop()  # drain: the loop exits and flush_and_commit() writes the last roll
-        return result
+    marks = stop_after(runner, count)  # the drain's flush_and_commit() writes the last roll
+    orig_roll = handler.roll
 
     async def roll() -> None:
         await orig_roll()
         if handler.archived_messages >= count and "archived" not in marks:
             marks["archived"] = time.perf_counter()
 
-    handler.on_assigned, handler.process, handler.roll = on_assigned, process, roll
+    handler.roll = roll
     started = time.perf_counter()
     window = loadgen.CpuWindow(watch)
     stats = await run_bounded(

@@ -96,3 +96,32 @@ def headers_dict(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
 
 def database_url(tmp: Path) -> str:
     return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'fleet.db'}"
+
+
+def register_test_vehicle(settings: Settings, vin: str, powertrain: str = "ice") -> None:
+    """Put a vehicle in the registry (the health endpoint answers 404 for unknown VINs)."""
+    from core.db import make_engine, session_scope
+    from core.vehicles.models import VehicleIn
+    from core.vehicles.service import bulk_register_vehicles
+
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            vehicle = VehicleIn(vin=vin, model="Sim", model_year=2022, region="EU",
+                                time_zone="Europe/Berlin", powertrain=powertrain)
+            bulk_register_vehicles(session, [vehicle])
+    finally:
+        engine.dispose()
+
+
+async def publish_messages(settings: Settings, messages: Iterable[Any]) -> None:
+    """Produce simulator messages to the telemetry topic as vehicles do (key = VIN)."""
+    from simulator.publishers import KafkaPublisher
+
+    publisher = KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic)
+    await publisher.start()
+    try:
+        for message in messages:
+            await publisher.publish(message)
+    finally:
+        await publisher.stop()

@@ -18,8 +18,6 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from core.db import make_engine, session_scope
 from core.signals import CATALOG
-from core.vehicles.models import VehicleIn
-from core.vehicles.service import bulk_register_vehicles
 from core.workers import build_runner
 from diagnostics import repository
 from diagnostics.features import compute_features
@@ -31,11 +29,10 @@ from ingestion.archive import RowBuffer, archive_schema
 from simulator.delivery import SimConfig
 from simulator.faults import FaultKind, FaultSpec
 from simulator.fleet import make_fleet
-from simulator.publishers import KafkaPublisher
 from simulator.runner import iter_messages
 from tests.diagnostics.test_pdm import CONFIG, PLAN
 from tests.diagnostics.test_worker import admin_token
-from tests.helpers import read_topic
+from tests.helpers import publish_messages, read_topic, register_test_vehicle
 
 pytestmark = pytest.mark.kafka
 
@@ -60,39 +57,13 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
     # Healthy for 4 days, then 7 days of degradation until the pump fails.
     fault = FaultSpec(kind=FaultKind.COOLANT_PUMP, onset_s=4 * DAY_S, failure_s=11 * DAY_S)
     vehicle = make_fleet(1, seed=33, bev_share=0.0, commercial_share=0.0, faults={0: [fault]})[0]
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            bulk_register_vehicles(
-                session,
-                [
-                    VehicleIn(
-                        vin=vehicle.vin,
-                        model="Sim",
-                        model_year=2022,
-                        region="EU",
-                        time_zone="Europe/Berlin",
-                        powertrain="ice",
-                    )
-                ],
-            )
-    finally:
-        engine.dispose()
+    register_test_vehicle(settings, vehicle.vin)
     start_ms = int((time.time() - 11 * DAY_S) * 1000)
     config = SimConfig(sample_interval_s=60.0, samples_per_message=10)
     messages = list(iter_messages([vehicle], start_ms, 11 * DAY_S - 600, seed=4, config=config))
     early_end = start_ms + int(3 * DAY_S * 1000)  # healthy, failure 8 days away
     early = [m for m in messages if m.samples[-1].ts < early_end]
     late = messages[len(early) :]
-
-    async def publish(batch: list) -> None:
-        publisher = KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic)
-        await publisher.start()
-        try:
-            for message in batch:
-                await publisher.publish(message)
-        finally:
-            await publisher.stop()
 
     group = f"pdm-{uuid.uuid4().hex[:8]}"
 
@@ -107,10 +78,10 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
         runner = build_runner(diagnosing, "diagnostics", group_id=f"diag-{group}")
         asyncio.run(runner.run(until_idle_s=3.0))
 
-    asyncio.run(publish(early))
+    asyncio.run(publish_messages(settings, early))
     run_pdm()
     before = coolant_risk(settings, vehicle.vin)
-    asyncio.run(publish(late))
+    asyncio.run(publish_messages(settings, late))
     started = time.monotonic()
     restarted = run_pdm()  # a new worker of the same group: it continues at the committed offsets
     run_diagnostics()

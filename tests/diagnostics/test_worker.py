@@ -15,17 +15,14 @@ from fastapi.testclient import TestClient
 from core.auth.service import create_principal_with_credential
 from core.config import Settings
 from core.db import make_engine, session_scope
-from core.vehicles.models import VehicleIn
-from core.vehicles.service import bulk_register_vehicles
 from core.workers import build_runner
 from diagnostics import repository
 from diagnostics.worker import build_diagnostics_handler
 from simulator.delivery import SimConfig
 from simulator.faults import FaultKind, FaultSpec
 from simulator.fleet import make_fleet
-from simulator.publishers import KafkaPublisher
 from simulator.runner import iter_messages
-from tests.helpers import read_topic
+from tests.helpers import publish_messages, read_topic, register_test_vehicle
 
 pytestmark = pytest.mark.kafka
 
@@ -55,24 +52,7 @@ def test_a_failing_coolant_pump_reaches_the_health_endpoint(
     fault = FaultSpec(kind=FaultKind.COOLANT_PUMP, onset_s=0.0, failure_s=0.5 * DAY_S)
     vehicle = make_fleet(1, seed=21, bev_share=0.0, faults={0: [fault]})[0]
     vin = vehicle.vin
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            bulk_register_vehicles(
-                session,
-                [
-                    VehicleIn(
-                        vin=vin,
-                        model="Sim",
-                        model_year=2022,
-                        region="EU",
-                        time_zone="Europe/Berlin",
-                        powertrain="ice",
-                    )
-                ],
-            )
-    finally:
-        engine.dispose()
+    register_test_vehicle(settings, vin)
 
     start_ms = int((time.time() - 2 * DAY_S) * 1000)
     config = SimConfig(
@@ -80,16 +60,7 @@ def test_a_failing_coolant_pump_reaches_the_health_endpoint(
     )
     messages = list(iter_messages([vehicle], start_ms, 2 * DAY_S - 60, seed=3, config=config))
 
-    async def publish() -> None:
-        publisher = KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic)
-        await publisher.start()
-        try:
-            for message in messages:
-                await publisher.publish(message)
-        finally:
-            await publisher.stop()
-
-    asyncio.run(publish())
+    asyncio.run(publish_messages(settings, messages))
     stats = run_diagnostics(settings)
     assert stats["consumed"] == len(messages)
 
