@@ -1,11 +1,21 @@
 """Imports every table so ``SQLModel.metadata`` is complete (Alembic, tests)."""
 
 from core.auth.models import ApiCredential, Principal  # noqa: F401
-from core.vehicles.models import Ecu, Vehicle  # noqa: F401
+from core.vehicles.models import Ecu, Vehicle, VehicleStatus  # noqa: F401
 from diagnostics.models import (  # noqa: F401
     Alarm,
     DiagnosticsState,
     DtcEpisode,
     MaintenancePrediction,
     PdmFeatureBucket,
+)
+from services.models import (  # noqa: F401
+    Booking,
+    OwnerNotification,
+    ServiceCenter,
+    ServiceInbox,
+    ServiceOutcome,
+    VehicleServiceBaseline,
+    WebhookAttempt,
+    WebhookEvent,
 )

@@ -12,7 +12,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, field_validator
 from pydantic import Field as PydanticField
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -59,6 +59,21 @@ class Ecu(SQLModel, table=True):
     ecu_id: str = Field(sa_type=String(64))
     hardware_id: str = Field(sa_type=String(64))
     software_version: str = Field(sa_type=String(64))
+
+
+class VehicleStatus(SQLModel, table=True):
+    """The last known position and odometer of a vehicle (written by the diagnostics worker at
+    its checkpoints), for whoever needs "where is it now" without reading telemetry."""
+
+    __tablename__ = "vehicle_status"
+
+    vin: str = Field(sa_type=String(17), primary_key=True)
+    position_ts: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    latitude: float | None = Field(default=None, sa_type=Float)
+    longitude: float | None = Field(default=None, sa_type=Float)
+    odometer_ts: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    odometer_m: float | None = Field(default=None, sa_type=Float)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 # --- validation --------------------------------------------------------------------------------
