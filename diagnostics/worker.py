@@ -8,9 +8,12 @@ replay re-publishes).
 
 Offsets are committed at checkpoints (every ``diagnostics_checkpoint_s`` seconds, on a
 rebalance and at shutdown), together with the rule engine's state of the vehicles seen since
-the last one. A restarted worker restores a vehicle's state when it first sees it and replays
-the records after the checkpoint, which gives the same events again. DTC episodes carry their
-own replay watermark and are stored with every batch.
+the last one and their last known position and odometer (``vehicle_status``, kept in memory
+between checkpoints: one write per vehicle and checkpoint, however many samples arrived). A
+restarted worker restores a vehicle's state when it first sees it and replays the records after
+the checkpoint, which gives the same events again. DTC episodes carry their own replay
+watermark and are stored with every batch. The status only moves forward in event time, so a
+replay leaves it as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from aiokafka.structs import ConsumerRecord
 from core.config import Settings
 from core.db import session_scope, utcnow
 from core.runner import HandlerResult
+from core.vehicles import repository as vehicles_repository
+from core.vehicles.status import StatusUpdate, latest_status, merge
 from diagnostics import repository
 from diagnostics.dtc_lifecycle import DtcBatchResult, DtcEvent, DtcRecord, DtcState, DtcTracker
 from diagnostics.rules import STATE_FORMAT, AlarmEvent, RuleEngine
@@ -58,6 +63,8 @@ class DiagnosticsHandler(TelemetryTableHandler):
         """Vehicles whose state was restored from the database (or found to have none)."""
         self.touched: set[str] = set()
         """Vehicles seen since the last checkpoint."""
+        self.status: dict[str, StatusUpdate] = {}
+        """Newest position and odometer per vehicle since the last checkpoint."""
         self.last_checkpoint = time.monotonic()
         self.last_expiry = time.monotonic()
         self.findings = 0
@@ -69,6 +76,8 @@ class DiagnosticsHandler(TelemetryTableHandler):
         decoded = self.decode(batch)
         table = decoded.table
         if table.num_rows:
+            # Before any await, so a checkpoint that marks these offsets durable writes it.
+            self._merge_status(latest_status(table))
             vins = table["vin"].unique().to_pylist()
             new = [vin for vin in vins if vin not in self.loaded]
             if new:
@@ -78,7 +87,11 @@ class DiagnosticsHandler(TelemetryTableHandler):
             alarms = self.rules.process(table)
             self.malformed_dtcs += sum(m.count for m in dtcs.malformed)
             if dtcs.events or dtcs.updated or alarms:
-                await asyncio.to_thread(self._store, dtcs, alarms)
+                # The position of a vehicle with findings is stored with them, so whoever acts
+                # on a finding (the services worker books the nearest center) already has it.
+                found = {e.vin for e in dtcs.events} | {a.vin for a in alarms}
+                status = {vin: self.status[vin] for vin in found if vin in self.status}
+                await asyncio.to_thread(self._store, dtcs, alarms, status)
                 await self._publish(dtcs.events, alarms)
         return HandlerResult(processed=decoded.records - decoded.skipped)
 
@@ -100,22 +113,33 @@ class DiagnosticsHandler(TelemetryTableHandler):
         await self.checkpoint()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        # The runner flushed (checkpointed) already. Another worker continues these
-        # partitions' vehicles from the database, so forget everything and restore lazily.
+        # The runner flushed (checkpointed) already, which stored the rule state and the
+        # pending status. Another worker continues these partitions' vehicles from the
+        # database, so forget everything and restore lazily.
         await super().on_revoked(partitions)
         self.tracker = DtcTracker()
         self.rules = RuleEngine(self.ruleset, late_after_s=self.settings.diagnostics_late_after_s)
         self.loaded.clear()
         self.touched.clear()
+        self.status.clear()
 
     async def checkpoint(self) -> None:
-        """Store the rule state of the vehicles seen since the last checkpoint; then their
-        offsets may be committed."""
+        """Store the rule state and the status of the vehicles seen since the last checkpoint
+        (one transaction); then their offsets may be committed."""
+        # Snapshot offsets and what they produced together, before the first await: the
+        # rebalance listener may run this concurrently with process().
         pending = self.pending_offsets()
-        if self.touched:
-            state = self.rules.export_state(self.touched)["vehicles"]
-            await asyncio.to_thread(self._store_states, state)
-            self.touched.clear()
+        touched, self.touched = self.touched, set()
+        status, self.status = self.status, {}
+        if touched or status:
+            state = self.rules.export_state(touched)["vehicles"]
+            try:
+                await asyncio.to_thread(self._store_checkpoint, state, status)
+            except BaseException:
+                # Not stored: keep it for the next checkpoint (the offsets stay pending).
+                self.touched |= touched
+                self._merge_status(status)
+                raise
         self.mark_durable(pending)
         self.last_checkpoint = time.monotonic()
 
@@ -140,7 +164,12 @@ class DiagnosticsHandler(TelemetryTableHandler):
                 log.warning("stored state has rules that no longer exist: %s", unknown)
         self.loaded.update(vins)
 
-    def _store(self, dtcs: DtcBatchResult, alarms: list[AlarmEvent]) -> None:
+    def _store(
+        self,
+        dtcs: DtcBatchResult,
+        alarms: list[AlarmEvent],
+        status: Mapping[str, StatusUpdate] | None = None,
+    ) -> None:
         confirmed = {
             (e.vin, e.key, e.episode): e.ts
             for e in dtcs.events
@@ -150,10 +179,21 @@ class DiagnosticsHandler(TelemetryTableHandler):
         with session_scope(self.engine) as session:
             repository.upsert_dtc_episodes(session, episodes)
             repository.upsert_alarms(session, _alarm_rows(alarms))
+            if status:
+                vehicles_repository.upsert_vehicle_status(session, status, utcnow())
 
-    def _store_states(self, states: Mapping[str, Any]) -> None:
+    def _store_checkpoint(
+        self, states: Mapping[str, Any], status: Mapping[str, StatusUpdate]
+    ) -> None:
         with session_scope(self.engine) as session:
-            repository.upsert_rule_states(session, states)
+            if states:
+                repository.upsert_rule_states(session, states)
+            vehicles_repository.upsert_vehicle_status(session, status, utcnow())
+
+    def _merge_status(self, updates: Mapping[str, StatusUpdate]) -> None:
+        for vin, update in updates.items():
+            pending = self.status.get(vin)
+            self.status[vin] = update if pending is None else merge(pending, update)
 
     # -- findings topic -------------------------------------------------------------------
 

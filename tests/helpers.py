@@ -62,6 +62,7 @@ def stack_settings(
         "telemetry_dlq_topic": f"telemetry.dlq.{suffix}",
         "findings_topic": f"diagnostics.findings.v1.{suffix}",
         "predictions_topic": f"maintenance.predictions.v1.{suffix}",
+        "services_dlq_topic": f"services.dlq.{suffix}",
         "topic_partitions": 3,
         "archive_roll_seconds": 0.5,
         "credential_cache_ttl_s": 0.0,
@@ -101,14 +102,14 @@ def database_url(tmp: Path) -> str:
 def register_test_vehicle(settings: Settings, vin: str, powertrain: str = "ice") -> None:
     """Put a vehicle in the registry (the health endpoint answers 404 for unknown VINs)."""
     from core.db import make_engine, session_scope
-    from core.vehicles.models import VehicleIn
+    from core.vehicles.models import Powertrain, VehicleIn
     from core.vehicles.service import bulk_register_vehicles
 
     engine = make_engine(settings)
     try:
         with session_scope(engine) as session:
             vehicle = VehicleIn(vin=vin, model="Sim", model_year=2022, region="EU",
-                                time_zone="Europe/Berlin", powertrain=powertrain)
+                                time_zone="Europe/Berlin", powertrain=Powertrain(powertrain))
             bulk_register_vehicles(session, [vehicle])
     finally:
         engine.dispose()

@@ -2,24 +2,41 @@
 
 Writes are upserts on natural keys (VIN; VIN + ECU id) with ``INSERT ... ON CONFLICT``, which
 PostgreSQL and SQLite both support, so registering a vehicle twice or concurrently is safe and
-a bulk registration of thousands of vehicles takes a handful of statements.
+a bulk registration of thousands of vehicles takes a handful of statements. The last known
+position and odometer (``vehicle_status``) are upserted the same way, each only ever moving
+forward in event time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Table, delete, exists, func, literal, not_, tuple_, type_coerce
+from sqlalchemy import (
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    tuple_,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
-from core.vehicles.models import Ecu, EcuIn, Vehicle, VehicleFilter, VehicleIn
+from core.vehicles.models import Ecu, EcuIn, Vehicle, VehicleFilter, VehicleIn, VehicleStatus
+
+if TYPE_CHECKING:
+    from core.vehicles.status import StatusUpdate
 
 CHUNK_SIZE = 500  # rows per statement: well below SQLite's bound-parameter limit
 _VEHICLE: Table = Vehicle.__table__  # type: ignore[attr-defined]
@@ -170,3 +187,71 @@ def _chunks(items: Sequence[T] | Iterable[T], size: int = CHUNK_SIZE) -> Iterato
             batch = []
     if batch:
         yield batch
+
+
+# -- last known position and odometer ---------------------------------------------------------
+
+_VEHICLE_STATUS: Table = VehicleStatus.__table__  # type: ignore[attr-defined]
+_POSITION = ("position_ts", "latitude", "longitude")
+_ODOMETER = ("odometer_ts", "odometer_m")
+
+
+def get_vehicle_status(session: Session, vin: str) -> VehicleStatus | None:
+    """The vehicle's last known position and odometer, re-read from the database."""
+    query = (
+        select(VehicleStatus)
+        .where(VehicleStatus.vin == vin)
+        .execution_options(populate_existing=True)
+    )
+    return session.exec(query).first()
+
+
+def upsert_vehicle_status(
+    session: Session, updates: Mapping[str, StatusUpdate], now: datetime
+) -> None:
+    """Store each VIN's update, field group by field group: the stored position (odometer) is
+    replaced only by one with a later event time.
+
+    The comparison happens in the statement, against the row as it is when the statement gets
+    its lock, so concurrent writers and late, replayed or out-of-order batches can never move
+    a vehicle's status backwards. ``updated_at`` changes only when a group does."""
+    # Sorted, so that concurrent writers lock rows in the same order (no deadlocks).
+    for vins in _chunks(sorted(updates)):
+        insert = _insert(session, _VEHICLE_STATUS)
+        stored, new = _VEHICLE_STATUS.c, insert.excluded
+        position_newer = _is_newer(new.position_ts, stored.position_ts)
+        odometer_newer = _is_newer(new.odometer_ts, stored.odometer_ts)
+        statement = insert.on_conflict_do_update(
+            index_elements=["vin"],
+            set_={
+                **{name: _newer_of(position_newer, new, name) for name in _POSITION},
+                **{name: _newer_of(odometer_newer, new, name) for name in _ODOMETER},
+                "updated_at": case(
+                    (or_(position_newer, odometer_newer), new.updated_at),
+                    else_=stored.updated_at,
+                ),
+            },
+        )
+        session.execute(statement, [_status_row(vin, updates[vin], now) for vin in vins])
+
+
+def _is_newer(candidate: ColumnElement[Any], current: ColumnElement[Any]) -> ColumnElement[bool]:
+    return and_(candidate.is_not(None), or_(current.is_(None), candidate > current))
+
+
+def _newer_of(newer: ColumnElement[bool], excluded: Any, name: str) -> ColumnElement[Any]:
+    # In ON CONFLICT DO UPDATE every SET expression sees the row before the update, so the
+    # timestamp column and its values are decided by the same comparison.
+    return case((newer, excluded[name]), else_=_VEHICLE_STATUS.c[name])
+
+
+def _status_row(vin: str, update: StatusUpdate, now: datetime) -> dict[str, Any]:
+    return {
+        "vin": vin,
+        "position_ts": update.position_ts,
+        "latitude": update.latitude,
+        "longitude": update.longitude,
+        "odometer_ts": update.odometer_ts,
+        "odometer_m": update.odometer_m,
+        "updated_at": now,
+    }
