@@ -73,6 +73,27 @@ class Settings(BaseSettings):
     pdm_model_check_s: float = 30.0
     archive_native_decoder: bool = True
     """Decode records with the native extension (``ingestion._columnar``) when it is built."""
+    services_dlq_topic: str = "services.dlq"
+    """Dead letters of the services worker (findings or predictions it cannot read)."""
+    services_max_distance_km: float = 150.0
+    """Centers farther than this from the vehicle's last position are not proposed."""
+    services_min_notice_h: float = 2.0
+    """The earliest slot offered starts at least this long from now."""
+    services_search_days: int = 60
+    """How far ahead a slot is searched when none is free before the due date."""
+    services_retry_s: float = 300.0
+    """How often unassigned bookings are retried and routine schedules checked."""
+    services_routine_km: float = 15_000.0
+    services_routine_days: int = 365
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = 12
+    webhook_backoff_base_s: float = 5.0
+    webhook_backoff_max_s: float = 3600.0
+    webhook_poll_s: float = 1.0
+    webhook_lease_s: float = 60.0
+    webhook_concurrency: int = 16
+    webhook_rotation_overlap_h: float = 24.0
+    """After a secret rotation, deliveries are signed with the old secret too for this long."""
 
     consumer_max_records: int = 2000
     consumer_poll_timeout_ms: int = 500
@@ -82,6 +103,15 @@ class Settings(BaseSettings):
     vss_catalog_path: Path | None = Field(
         default=None, description="Optional full VSS JSON export to validate any VSS signal."
     )
+
+    @model_validator(mode="after")
+    def _webhook_lease_outlives_an_attempt(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                "FLEET_WEBHOOK_LEASE_S must be longer than FLEET_WEBHOOK_TIMEOUT_S, or another "
+                "dispatcher takes over deliveries still in flight"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
