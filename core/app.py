@@ -29,6 +29,7 @@ def product_topics(settings: Settings) -> dict[str, int]:
         settings.telemetry_dlq_topic: settings.topic_partitions,
         settings.findings_topic: settings.topic_partitions,
         settings.predictions_topic: settings.topic_partitions,
+        settings.services_dlq_topic: settings.topic_partitions,
     }
 
 
@@ -72,11 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from core.vehicles.api import router as vehicles_router
     from diagnostics.api import router as diagnostics_router
     from ingestion.api import router as ingest_router
+    from services.api import router as services_router
 
     app.include_router(auth_router)
     app.include_router(vehicles_router)
     app.include_router(ingest_router)
     app.include_router(diagnostics_router)
+    app.include_router(services_router)
     _merge_openapi_components(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

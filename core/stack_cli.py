@@ -81,6 +81,38 @@ def register_fleet(settings: Settings, fleet: list[Any]) -> dict[str, str]:
     return tokens
 
 
+def register_demo_centers(settings: Settings) -> int:
+    """One service center per simulated region (all capabilities, no webhook), unless centers
+    exist already, so ``fleet run`` turns findings into bookings. Returns how many were added."""
+    from core.db import make_engine, session_scope
+    from services import repository, service
+    from services.models import Capability
+    from services.schemas import ServiceCenterIn
+    from simulator.climate import REGIONS
+
+    weekdays = ("mon", "tue", "wed", "thu", "fri", "sat")
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            if repository.list_centers(session, limit=1):
+                return 0
+            for region in REGIONS.values():
+                center = ServiceCenterIn(
+                    code=f"demo-{region.code.lower()}",
+                    name=f"{region.city} Service (demo)",
+                    latitude=region.lat,
+                    longitude=region.lon,
+                    time_zone=region.time_zone,
+                    opening_hours={day: ["08:00-12:00", "13:00-18:00"] for day in weekdays},
+                    capabilities=list(Capability),
+                    bays=4,
+                )
+                service.create_center(session, center)
+        return len(REGIONS)
+    finally:
+        engine.dispose()
+
+
 async def simulate(
     settings: Settings,
     fleet: list[Any],
@@ -250,7 +282,13 @@ def _stack_session(
         fleet = make_fleet(vehicles, seed, faults=0.1, commercial_share=0.5)
         tokens = register_fleet(settings, fleet)
         console.print(f"fleet: {vehicles} vehicles registered with credentials")
+        if "services" in workers:
+            added = register_demo_centers(settings)
+            if added:
+                console.print(f"service centers: {added} demo centers registered")
         stack.start_workers(list(workers))
+        if "services" in workers:
+            stack.spawn("webhooks", ["services", "deliver"])
         api_url = stack.start_api()
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -316,7 +354,7 @@ def run(
             0.005,
             0.002,
             None,
-            workers=("archive", "diagnostics", "pdm"),
+            workers=("archive", "diagnostics", "pdm", "services"),
         )
     except KeyboardInterrupt:
         console.print("\nstopped: every process this command started has been stopped")

@@ -59,6 +59,14 @@ WORKERS: dict[str, WorkerSpec] = {
             dlq_topic=lambda s: None,  # the archive worker dead-letters invalid records
             factory="diagnostics.pdm_worker:build_pdm_handler",
         ),
+        WorkerSpec(
+            name="services",
+            description="findings and predictions -> maintenance bookings, webhook outbox",
+            topics=lambda s: [s.findings_topic, s.predictions_topic],
+            group_id="fleet.services",
+            dlq_topic=lambda s: s.services_dlq_topic,
+            factory="services.worker:build_services_handler",
+        ),
     ]
 }
 
