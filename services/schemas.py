@@ -106,8 +106,9 @@ class ServiceCenterCreated(BaseModel):
 
 class WebhookSecretRotated(BaseModel):
     webhook_secret: str = PydanticField(description="The new secret, shown once.")
-    previous_secret_valid_until: datetime = PydanticField(
-        description="Deliveries carry a signature with the old secret too until then."
+    previous_secret_valid_until: datetime | None = PydanticField(
+        description="Deliveries carry a signature with the old secret too until then (null: "
+        "there was no old secret, e.g. the webhook URL was added after registration)."
     )
 
 

@@ -105,6 +105,7 @@ def create_center(session: Session, data: ServiceCenterIn) -> ServiceCenterCreat
         created_at=now,
         updated_at=now,
     )
+    _check_grid(center)
     try:
         with session.begin_nested():
             repository.add(session, center)
@@ -126,9 +127,7 @@ def update_center(
         elif name == "webhook_url" and value is not None:
             value = str(value)
         setattr(center, name, value)
-    if center.webhook_url and not center.webhook_secret:
-        center.webhook_secret = new_secret()  # shown by the rotate endpoint
-    grid_of(center)  # the combination must still make a valid grid
+    _check_grid(center)
     center.updated_at = utcnow()
     session.add(center)
     session.flush()
@@ -143,15 +142,27 @@ def rotate_webhook_secret(
     center = _center(session, center_id)
     now = utcnow()
     until = now + timedelta(hours=settings.webhook_rotation_overlap_h)
-    center.webhook_previous_secret = center.webhook_secret
-    center.webhook_previous_until = until if center.webhook_secret else None
+    previous = center.webhook_secret
+    center.webhook_previous_secret = previous
+    center.webhook_previous_until = until if previous else None
     center.webhook_secret = new_secret()
     center.updated_at = now
     session.add(center)
     session.flush()
     return WebhookSecretRotated(
-        webhook_secret=center.webhook_secret, previous_secret_valid_until=until
+        webhook_secret=center.webhook_secret,
+        previous_secret_valid_until=center.webhook_previous_until,
     )
+
+
+def _check_grid(center: ServiceCenter) -> None:
+    """Opening hours, slot length and capacity must make a grid with at least one slot."""
+    try:
+        grid_of(center)
+    except ValueError as exc:
+        raise ValidationFailed(
+            [{"loc": ["body", "slot_minutes"], "msg": str(exc), "type": "value_error"}]
+        ) from None
 
 
 def get_center(session: Session, center_id: uuid.UUID) -> ServiceCenterRead:
@@ -368,10 +379,11 @@ def apply_signal(
     booking, or None when the signal was applied before (a replay) or the vehicle is not
     registered."""
     now = now or utcnow()
-    if not repository.claim_inbox(session, signal.event_id, now):
-        return None
     if not repository.vehicle_exists(session, signal.vin):
+        # Not claimed in the inbox: replayed after the vehicle is registered, it books.
         log.warning("no booking for unregistered vehicle %s (%s)", signal.vin, signal.issue_key)
+        return None
+    if not repository.claim_inbox(session, signal.event_id, now):
         return None
     booking = repository.open_booking(session, signal.vin, signal.issue_key, for_update=True)
     if booking is None:
@@ -518,7 +530,7 @@ def accept(session: Session, center: ServiceCenter, booking_id: uuid.UUID) -> Bo
     now = utcnow()
     booking.state = BookingState.accepted.value
     _touch(session, booking, now)
-    _notify(session, booking, center, "confirmed", now)
+    _notify(session, booking, center, "confirmed")
     return booking
 
 
@@ -596,7 +608,7 @@ def reschedule(
             _lock_center(session, center.id)
     else:
         raise Conflict("the slot could not be claimed (heavy contention); retry", code="contention")
-    _notify(session, booking, center, "rescheduled", now)
+    _notify(session, booking, center, "rescheduled")
     return booking
 
 
@@ -636,7 +648,7 @@ def complete(
     if odometer_m is not None:
         repository.set_baseline(session, booking.vin, now, odometer_m, from_service=True)
     session.flush()
-    _notify(session, booking, center, "completed", now)
+    _notify(session, booking, center, "completed")
     return booking
 
 
@@ -827,13 +839,13 @@ def _announce(
         outbox.enqueue(
             session, center, event_type=event_type, data=data, booking_id=booking.id, now=now
         )
-    _notify(session, booking, center, notification, now)
+    _notify(session, booking, center, notification)
 
 
-def _notify(
-    session: Session, booking: Booking, center: ServiceCenter | None, kind: str, now: datetime
-) -> None:
+def _notify(session: Session, booking: Booking, center: ServiceCenter | None, kind: str) -> None:
     title, body = notification_text(booking, center, kind)
+    # Stamped with the clock, not the batch's ``now``: several notices of one batch (booked,
+    # then escalated) keep their order.
     session.add(
         OwnerNotification(
             vin=booking.vin,
@@ -841,7 +853,7 @@ def _notify(
             kind=kind,
             title=title,
             body=body,
-            created_at=now,
+            created_at=utcnow(),
         )
     )
     session.flush()

@@ -304,6 +304,27 @@ def test_operators_request_cancel_and_rotate(client: TestClient, settings: Setti
     assert rotated.status_code == 200 and rotated.json()["webhook_secret"].startswith("whsec_")
     read = client.get(f"/v1/service-centers/{center['id']}", headers=bearer(admin)).json()
     assert read["previous_secret_valid_until"] is not None
+    no_slot = client.post(
+        "/v1/service-centers",
+        json=center_body(opening_hours={"mon": ["08:00-09:00"]}, slot_minutes=120),
+        headers=bearer(admin),
+    )
+    assert no_slot.status_code == 422 and "slot_minutes" in no_slot.json()["detail"][0]["loc"]
+    bare = client.post(
+        "/v1/service-centers", json=center_body(webhook_url=None), headers=bearer(admin)
+    ).json()
+    assert bare["webhook_secret"] is None
+    with_url = client.patch(
+        f"/v1/service-centers/{bare['center']['id']}",
+        json={"webhook_url": "https://dms.example.com/h"},
+        headers=bearer(admin),
+    )
+    assert with_url.status_code == 200 and with_url.json()["webhook_url"]
+    first = client.post(
+        f"/v1/service-centers/{bare['center']['id']}/webhook-secret", headers=bearer(admin)
+    ).json()
+    assert first["webhook_secret"].startswith("whsec_")
+    assert first["previous_secret_valid_until"] is None  # there was no secret before
     patched = client.patch(
         f"/v1/service-centers/{center['id']}",
         json={"bays": 4, "opening_hours": {"mon": ["x"]}},

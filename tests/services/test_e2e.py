@@ -191,7 +191,9 @@ def test_a_simulated_fault_becomes_a_booking_at_the_centers_webhook(
     )
     center = {"Authorization": f"Bearer {issued.json()['token']}"}
     listed = client.get("/v1/bookings", headers=center).json()
-    assert [b["id"] for b in listed] == [booking["id"]]
+    # (Waiting bookings of earlier tests in the shared database may be placed here too.)
+    assert booking["id"] in [b["id"] for b in listed]
+    assert {b["center_id"] for b in listed} == {booking["center_id"]}
     assert client.post(f"/v1/bookings/{booking['id']}/accept", headers=center).status_code == 200
     done = client.post(
         f"/v1/bookings/{booking['id']}/complete",

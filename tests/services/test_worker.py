@@ -231,3 +231,63 @@ def test_a_waiting_booking_is_placed_by_the_periodic_retry(settings: Settings) -
         assert placed.due_by <= datetime.now(UTC) + timedelta(days=3)
     finally:
         engine.dispose()
+
+
+def test_a_crash_mid_batch_loses_and_doubles_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies while applying a batch: nothing of that batch is stored (one
+    transaction) and its offsets are not committed; the restarted worker applies it once."""
+    engine = make_engine(settings)
+    hours = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    with session_scope(engine) as session:
+        service.create_center(
+            session,
+            ServiceCenterIn(
+                code=f"c-{uuid.uuid4().hex[:8]}",
+                name="Any",
+                latitude=48.1,
+                longitude=11.6,
+                time_zone="Europe/Berlin",
+                opening_hours=hours,
+                capabilities=["cooling", "lv_12v"],
+                bays=4,
+            ),
+        )  # type: ignore[list-item]
+    vins = [new_vin() for _ in range(6)]
+    for vin in vins:
+        register_test_vehicle(settings, vin)
+    records = [
+        (settings.findings_topic, vin.encode(), orjson.dumps(finding(vin, rule_id=rule)))
+        for vin in vins
+        for rule in ("coolant_overtemp", "lv_battery_weak_at_rest")
+    ]
+    asyncio.run(produce(settings, records))
+
+    real = service.apply_signal
+    calls = 0
+
+    def crash_on_the_fifth(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise RuntimeError("killed mid-batch")
+        return real(*args, **kwargs)
+
+    group = f"svc-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(service, "apply_signal", crash_on_the_fifth)
+    with pytest.raises(RuntimeError, match="killed mid-batch"):
+        run_services(settings, group)
+    monkeypatch.setattr(service, "apply_signal", real)
+    stats = run_services(settings, group)
+    assert stats["consumed"] >= 1  # the failed batch again, and whatever came after it
+
+    with session_scope(engine) as session:
+        bookings = [b for vin in vins for b in service.list_bookings(session, vin=vin)]
+        events = [e for b in bookings for e in outbox.list_events(session, booking_id=b.id)]
+    assert sorted((b.vin, b.issue_key) for b in bookings) == sorted(
+        (vin, issue) for vin in vins for issue in ("coolant_pump", "lv_battery")
+    )
+    assert all(b.version == 1 and len(b.evidence) == 1 for b in bookings)
+    assert len(events) == len(bookings)  # one booking.created each, none twice
+    engine.dispose()
