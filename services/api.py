@@ -202,11 +202,7 @@ def list_bookings(
     offset: Offset = 0,
 ) -> list[BookingRead]:
     """Newest first. A service center gets only its own bookings."""
-    if principal.role is Role.service_center:
-        own = service.center_of_principal(session, principal).id
-        if center_id is not None and center_id != own:
-            raise Forbidden("a service center may only list its own bookings")
-        center_id = own
+    center_id = _restrict_to_own(session, principal, center_id, "bookings")
     states = [s.value for s in state] if state else None
     return service.list_bookings(
         session, center_id=center_id, vin=vin, states=states, limit=limit, offset=offset
@@ -307,11 +303,7 @@ def list_webhook_events(
     offset: Offset = 0,
 ) -> list[WebhookEventRead]:
     """Webhook events and their delivery state, newest first (a center sees its own)."""
-    if principal.role is Role.service_center:
-        own = service.center_of_principal(session, principal).id
-        if center_id is not None and center_id != own:
-            raise Forbidden("a service center may only read its own deliveries")
-        center_id = own
+    center_id = _restrict_to_own(session, principal, center_id, "deliveries")
     events = outbox.list_events(
         session, center_id=center_id, booking_id=booking_id, state=state, limit=limit, offset=offset
     )
@@ -356,6 +348,18 @@ def _visible_center(session: Any, principal: AuthenticatedPrincipal, center_id: 
     if center is None:
         raise NotFound(f"no service center with id {center_id}")
     return center
+
+
+def _restrict_to_own(
+    session: Any, principal: AuthenticatedPrincipal, center_id: uuid.UUID | None, what: str
+) -> uuid.UUID | None:
+    """The center filter of a listing: a service center's own, whatever it asked for."""
+    if principal.role is not Role.service_center:
+        return center_id
+    own: uuid.UUID = service.center_of_principal(session, principal).id
+    if center_id is not None and center_id != own:
+        raise Forbidden(f"a service center may only list its own {what}")
+    return own
 
 
 def _may_see(session: Any, principal: AuthenticatedPrincipal, center_id: uuid.UUID) -> bool:

@@ -2,17 +2,18 @@
 maintenance: one row per fault with the VIN, the component, the fault type, the onset and the
 failure time (epoch ms), the signal that carries the signature and the DTCs it can set.
 
-Written as JSON Lines (``.jsonl``) or Parquet (``.parquet``), chosen by the file suffix;
-times are epoch milliseconds (int64), like the ``ts`` of the telemetry samples.
+Written as JSON Lines (``.jsonl``) or Parquet (``.parquet``), chosen by the file suffix
+(``core.labels``, the format proactive service's outcomes use too); times are epoch
+milliseconds (int64), like the ``ts`` of the telemetry samples.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.labels import read_label_rows, write_label_rows
 from simulator.faults import DTCS
 from simulator.fleet import VehicleProfile
 
@@ -51,42 +52,11 @@ def fault_labels(fleet: Sequence[VehicleProfile], start_ms: int) -> list[FaultLa
 
 
 def write_labels(path: str | Path, labels: Iterable[FaultLabel]) -> Path:
-    """Write ``labels`` to ``path`` (``.jsonl`` or ``.parquet``); returns the path."""
-    path = Path(path)
-    rows = [asdict(label) | {"dtcs": list(label.dtcs)} for label in labels]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        schema = pa.schema(
-            [
-                ("vin", pa.string()),
-                ("component", pa.string()),
-                ("fault_type", pa.string()),
-                ("onset_ts", pa.int64()),
-                ("failure_ts", pa.int64()),
-                ("signal", pa.string()),
-                ("dtcs", pa.list_(pa.string())),
-            ]
-        )
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    elif path.suffix in (".jsonl", ".json"):
-        with path.open("w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row, separators=(",", ":")) + "\n")
-    else:
-        raise ValueError(f"labels go to .jsonl or .parquet, not {path.suffix!r}")
-    return path
+    """Write ``labels`` to ``path`` (``.jsonl`` or ``.parquet``, ``core.labels``); returns the
+    path."""
+    write_label_rows(path, (asdict(label) for label in labels))
+    return Path(path)
 
 
 def read_labels(path: str | Path) -> list[FaultLabel]:
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with path.open(encoding="utf-8") as src:
-            rows = [json.loads(line) for line in src if line.strip()]
-    return [FaultLabel(**(row | {"dtcs": tuple(row["dtcs"])})) for row in rows]
+    return [FaultLabel(**(row | {"dtcs": tuple(row["dtcs"])})) for row in read_label_rows(path)]

@@ -74,6 +74,27 @@ async def produce(settings: Settings, records: list[tuple[str, bytes, bytes]]) -
         await producer.stop()
 
 
+def add_center(settings: Settings, *capabilities: str, bays: int) -> None:
+    """A center open around the clock that can take ``capabilities``."""
+    hours = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    center = ServiceCenterIn(
+        code=f"w-{uuid.uuid4().hex[:8]}",
+        name="Any",
+        latitude=48.1,
+        longitude=11.6,
+        time_zone="Europe/Berlin",
+        opening_hours=hours,
+        capabilities=list(capabilities),  # type: ignore[arg-type]
+        bays=bays,
+    )
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            service.create_center(session, center)
+    finally:
+        engine.dispose()
+
+
 def run_services(settings: Settings, group: str) -> dict[str, Any]:
     runner = build_runner(settings, "services", group_id=group)
     return asyncio.run(runner.run(until_idle_s=3.0)).as_dict()
@@ -81,21 +102,7 @@ def run_services(settings: Settings, group: str) -> dict[str, Any]:
 
 def test_findings_and_predictions_become_bookings_once(settings: Settings) -> None:
     engine = make_engine(settings)
-    with session_scope(engine) as session:
-        hours = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-        service.create_center(
-            session,
-            ServiceCenterIn(
-                code=f"w-{uuid.uuid4().hex[:8]}",
-                name="Any",
-                latitude=48.1,
-                longitude=11.6,
-                time_zone="Europe/Berlin",
-                opening_hours=hours,
-                capabilities=["cooling", "brakes"],
-                bays=3,
-            ),
-        )  # type: ignore[list-item]
+    add_center(settings, "cooling", "brakes", bays=3)
     vin, unregistered = new_vin(), new_vin()
     register_test_vehicle(settings, vin)
     alarm = orjson.dumps(finding(vin))
@@ -206,20 +213,7 @@ def test_a_waiting_booking_is_placed_by_the_periodic_retry(settings: Settings) -
         with session_scope(engine) as session:
             [waiting] = service.list_bookings(session, vin=vin)
             assert waiting.state == "unassigned" and waiting.issue_key == "tires"
-            hours = {d: ["06:00-22:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")}
-            service.create_center(
-                session,
-                ServiceCenterIn(
-                    code=f"t-{uuid.uuid4().hex[:8]}",
-                    name="Tires",
-                    latitude=48.1,
-                    longitude=11.6,
-                    time_zone="Europe/Berlin",
-                    opening_hours=hours,
-                    capabilities=["tires"],
-                    bays=1,
-                ),
-            )  # type: ignore[list-item]
+        add_center(settings, "tires", bays=1)
         # The worker's periodic pass (services_retry_s) places it; an idle worker runs it
         # at start-up and then on its interval.
         run_services(
@@ -239,21 +233,7 @@ def test_a_crash_mid_batch_loses_and_doubles_nothing(
     """The worker dies while applying a batch: nothing of that batch is stored (one
     transaction) and its offsets are not committed; the restarted worker applies it once."""
     engine = make_engine(settings)
-    hours = {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-    with session_scope(engine) as session:
-        service.create_center(
-            session,
-            ServiceCenterIn(
-                code=f"c-{uuid.uuid4().hex[:8]}",
-                name="Any",
-                latitude=48.1,
-                longitude=11.6,
-                time_zone="Europe/Berlin",
-                opening_hours=hours,
-                capabilities=["cooling", "lv_12v"],
-                bays=4,
-            ),
-        )  # type: ignore[list-item]
+    add_center(settings, "cooling", "lv_12v", bays=4)
     vins = [new_vin() for _ in range(6)]
     for vin in vins:
         register_test_vehicle(settings, vin)
