@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     webhook_rotation_overlap_h: float = 24.0
     """After a secret rotation, deliveries are signed with the old secret too for this long."""
 
+    ota_store_url: str = ""
+    """Object store of software images: a directory or a pyarrow filesystem URL (``s3://...``);
+    empty means ``data_dir/ota/images``."""
+    ota_keys_dir: Path | None = None
+    """Online signing keys of the Image repository and the Director; None: ``data_dir/ota/keys``."""
+    ota_max_image_bytes: int = 2 * 1024**3
+    ota_reports_topic: str = "ota.reports.v1"
+
     consumer_max_records: int = 2000
     consumer_poll_timeout_ms: int = 500
     dlq_max_invalid_ratio: float = 0.5
@@ -118,6 +126,14 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.secret_key == PLACEHOLDER_SECRET:
             raise ValueError("FLEET_SECRET_KEY must be set to a real secret in production")
         return self
+
+    @property
+    def ota_store_location(self) -> str:
+        return self.ota_store_url or str(self.data_dir / "ota" / "images")
+
+    @property
+    def ota_keys_location(self) -> Path:
+        return self.ota_keys_dir or self.data_dir / "ota" / "keys"
 
     @property
     def sqlalchemy_url(self) -> str:
