@@ -30,6 +30,8 @@ def product_topics(settings: Settings) -> dict[str, int]:
         settings.findings_topic: settings.topic_partitions,
         settings.predictions_topic: settings.topic_partitions,
         settings.services_dlq_topic: settings.topic_partitions,
+        settings.ota_reports_topic: settings.topic_partitions,
+        settings.ota_dlq_topic: settings.topic_partitions,
     }
 
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from core.vehicles.api import router as vehicles_router
     from diagnostics.api import router as diagnostics_router
     from ingestion.api import router as ingest_router
+    from ota.api import router as ota_router
     from services.api import router as services_router
 
     app.include_router(auth_router)
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(diagnostics_router)
     app.include_router(services_router)
+    app.include_router(ota_router)
     _merge_openapi_components(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

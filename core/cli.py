@@ -144,6 +144,7 @@ def _mount() -> None:
     from core.cli_kafka import kafka_app
     from core.vehicles.cli import vehicle_app
     from diagnostics.cli import pdm_app, rules_app
+    from ota.cli import audit_app, ota_app
     from services.cli import services_app
 
     app.add_typer(db_app, name="db")
@@ -154,6 +155,8 @@ def _mount() -> None:
     app.add_typer(principal_app, name="principal")
     app.add_typer(vehicle_app, name="vehicle")
     app.add_typer(services_app, name="services")
+    app.add_typer(ota_app, name="ota")
+    app.add_typer(audit_app, name="audit")
     from core import stack_cli
 
     stack_cli.register(app)

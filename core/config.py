@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     """Online signing keys of the Image repository and the Director; None: ``data_dir/ota/keys``."""
     ota_max_image_bytes: int = 2 * 1024**3
     ota_reports_topic: str = "ota.reports.v1"
+    ota_dlq_topic: str = "ota.dlq"
+    ota_refresh_s: float = 600.0
+    """How often the ``ota`` worker re-signs metadata that expires soon."""
 
     consumer_max_records: int = 2000
     consumer_poll_timeout_ms: int = 500

@@ -67,6 +67,14 @@ WORKERS: dict[str, WorkerSpec] = {
             dlq_topic=lambda s: s.services_dlq_topic,
             factory="services.worker:build_services_handler",
         ),
+        WorkerSpec(
+            name="ota",
+            description="install reports -> records and campaign gates; re-signs metadata",
+            topics=lambda s: [s.ota_reports_topic],
+            group_id="fleet.ota",
+            dlq_topic=lambda s: s.ota_dlq_topic,
+            factory="ota.worker:build_ota_handler",
+        ),
     ]
 }
 

@@ -58,6 +58,9 @@ class SoftwareImage(SQLModel, table=True):
     filename: str = Field(sa_type=String(200))
     """Target file name in the Image repository (per hardware id: ``<hw>/<filename>``)."""
     uploaded_by: str = Field(default="", sa_type=String(100))
+    targets_version: int | None = Field(default=None, sa_type=Integer)
+    """The Image repository's targets version that first listed it; None until published
+    (with an offline targets key: after ``fleet ota targets publish``)."""
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 

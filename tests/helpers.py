@@ -63,6 +63,8 @@ def stack_settings(
         "findings_topic": f"diagnostics.findings.v1.{suffix}",
         "predictions_topic": f"maintenance.predictions.v1.{suffix}",
         "services_dlq_topic": f"services.dlq.{suffix}",
+        "ota_reports_topic": f"ota.reports.v1.{suffix}",
+        "ota_dlq_topic": f"ota.dlq.{suffix}",
         "topic_partitions": 3,
         "archive_roll_seconds": 0.5,
         "credential_cache_ttl_s": 0.0,

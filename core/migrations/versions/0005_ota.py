@@ -3,7 +3,7 @@ manifests, RXSWIN, update records; the hash-chained audit log
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-22 06:21:23.123020
+Create Date: 2026-11-22 06:26:57.271896
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def upgrade() -> None:
         sa.Column("storage_key", sa.String(length=200), nullable=False),
         sa.Column("filename", sa.String(length=200), nullable=False),
         sa.Column("uploaded_by", sa.String(length=100), nullable=False),
+        sa.Column("targets_version", sa.Integer(), nullable=True),
         sa.Column("created_at", core.db.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", "version", name="uq_software_image_version"),

@@ -1,0 +1,129 @@
+"""The ``ota`` worker: install reports from ``ota.reports.v1`` (vehicles or gateways that report
+over Kafka) applied like the HTTP ones, then the gates of the campaigns they touched, in one
+transaction per batch; and, every ``ota_refresh_s``, re-signing of the metadata that expires
+soon (the Image repository's snapshot and timestamp, the Director's per-vehicle timestamps).
+
+A report is JSON ``{"vin", "report_id", "campaign_id", "ecu_id", "attempt", "seq", "state",
+"error_code"?, "detail"?}`` keyed by VIN; one that breaks this contract, names an install that
+does not exist, or whose key is not its VIN goes to ``ota.dlq`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from core.config import Settings
+from core.db import make_engine, session_scope
+from core.errors import NotFound
+from core.runner import BatchHandler, DeadLetter, HandlerResult
+from ota import campaigns
+from ota.models import Campaign, CampaignState, CampaignVehicle
+
+log = logging.getLogger(__name__)
+
+
+class OtaHandler(BatchHandler):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.last_refresh = float("-inf")
+
+    async def close(self) -> None:
+        self.engine.dispose()
+
+    async def process(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> HandlerResult:
+        records = [r for part in batch.values() for r in part]
+        dead, applied = await asyncio.to_thread(self._apply, records)
+        self.mark_processed(batch)  # stored (committed) above
+        return HandlerResult(
+            dead_letters=dead,
+            processed=len(records) - len(dead),
+            duplicates=len(records) - len(dead) - applied,
+        )
+
+    def _apply(self, records: list[ConsumerRecord]) -> tuple[list[DeadLetter], int]:
+        dead: list[DeadLetter] = []
+        applied = 0
+        with session_scope(self.engine) as session:
+            touched: dict[Any, Campaign] = {}
+            for record in records:
+                try:
+                    vin, report = _decode(record)
+                    result, campaign = campaigns.apply_report(session, self.settings, vin, report)
+                except _BadReport as exc:
+                    dead.append(DeadLetter(record, exc.reason, exc.detail))
+                    continue
+                except NotFound as exc:
+                    dead.append(DeadLetter(record, "unknown_install", str(exc.detail)))
+                    continue
+                applied += result.applied
+                if campaign is not None and result.applied:
+                    touched[campaign.id] = campaign
+            for campaign in touched.values():
+                campaigns.evaluate(session, self.settings, campaign)
+        return dead, applied
+
+    async def tick(self) -> None:
+        if time.monotonic() - self.last_refresh >= self.settings.ota_refresh_s:
+            self.last_refresh = time.monotonic()
+            await asyncio.to_thread(self.refresh)
+
+    def refresh(self) -> None:
+        from ota import repos, service
+
+        with session_scope(self.engine) as session:
+            if not repos.initialized(session):
+                return
+            resigned = service.refresh_metadata(session, self.settings, _active_vins(session))
+        if resigned["image"] or resigned["director"]:
+            log.info("re-signed metadata: %s", resigned)
+
+
+class _BadReport(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _decode(record: ConsumerRecord) -> tuple[str, campaigns.ReportIn]:
+    if record.value is None:
+        raise _BadReport("empty_value", "the record has no value")
+    try:
+        body = orjson.loads(record.value)
+    except orjson.JSONDecodeError as exc:
+        raise _BadReport("invalid_json", str(exc)) from None
+    if not isinstance(body, dict) or not isinstance(body.get("vin"), str):
+        raise _BadReport("invalid_field", "a report is an object with a `vin`")
+    vin = body.pop("vin")
+    if record.key is not None and record.key != vin.encode():
+        raise _BadReport("key_mismatch", f"key {record.key!r} is not the VIN {vin}")
+    try:
+        return vin, campaigns.ReportIn.model_validate(body)
+    except ValidationError as exc:
+        raise _BadReport("invalid_field", str(exc.errors(include_url=False))[:500]) from None
+
+
+def _active_vins(session: Session) -> list[str]:
+    query = (
+        select(CampaignVehicle.vin)
+        .join(Campaign, Campaign.id == CampaignVehicle.campaign_id)  # type: ignore[arg-type]
+        .where(Campaign.state.in_([CampaignState.running.value, CampaignState.paused.value]))  # type: ignore[attr-defined]
+    )
+    return sorted(set(session.exec(query)))
+
+
+def build_ota_handler(settings: Settings) -> OtaHandler:
+    return OtaHandler(settings)
