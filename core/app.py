@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
+    from core.audit_api import router as audit_router
     from core.auth.api import router as auth_router
     from core.vehicles.api import router as vehicles_router
     from diagnostics.api import router as diagnostics_router
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(diagnostics_router)
     app.include_router(services_router)
     app.include_router(ota_router)
+    app.include_router(audit_router)
     _merge_openapi_components(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

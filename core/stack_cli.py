@@ -113,6 +113,23 @@ def register_demo_centers(settings: Settings) -> int:
         engine.dispose()
 
 
+def ensure_ota_repositories(settings: Settings) -> bool:
+    """Create the OTA repositories and a development key set (targets key online) on first
+    run; True when created."""
+    from core.db import make_engine, session_scope
+    from ota import repos
+
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            if repos.initialized(session):
+                return False
+            repos.init_repositories(session, settings)
+            return True
+    finally:
+        engine.dispose()
+
+
 async def simulate(
     settings: Settings,
     fleet: list[Any],
@@ -286,6 +303,8 @@ def _stack_session(
             added = register_demo_centers(settings)
             if added:
                 console.print(f"service centers: {added} demo centers registered")
+        if "ota" in workers and ensure_ota_repositories(settings):
+            console.print(f"OTA: repositories created, keys in {settings.ota_keys_location}")
         stack.start_workers(list(workers))
         if "services" in workers:
             stack.spawn("webhooks", ["services", "deliver"])
@@ -354,7 +373,7 @@ def run(
             0.005,
             0.002,
             None,
-            workers=("archive", "diagnostics", "pdm", "services"),
+            workers=("archive", "diagnostics", "pdm", "services", "ota"),
         )
     except KeyboardInterrupt:
         console.print("\nstopped: every process this command started has been stopped")

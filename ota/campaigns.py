@@ -31,7 +31,7 @@ from core.db import utcnow
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.vehicles.models import Ecu, Vehicle
 from ota import records as rec
-from ota import repos, rollout
+from ota import repos, rollout, windows
 from ota.director import DirectorTarget
 from ota.models import (
     Campaign,
@@ -112,6 +112,11 @@ class CampaignIn(BaseModel):
     def _waves(cls, value: list[str]) -> list[str]:
         rollout.WaveSpec.parse(value)  # WaveSpecError is a ValueError: a 422 naming the field
         return value
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [w.to_spec() for w in windows.parse_windows(value, field="maintenance_windows")]
 
     @field_validator("preconditions")
     @classmethod
@@ -224,6 +229,11 @@ class CheckInUpdate(BaseModel):
     deadline: datetime | None
     maintenance_windows: list[dict[str, Any]]
     preconditions: dict[str, Any]
+    window_open: bool
+    """A maintenance window is open now in the vehicle's local time (always, without windows)."""
+    next_window: datetime | None
+    needs_consent: bool
+    """A soft update before its deadline needs the driver's consent."""
 
 
 class CheckIn(BaseModel):
@@ -715,6 +725,9 @@ def check_in(session: Session, settings: Settings, vin: str) -> CheckIn:
     the convenient summary). Marks the vehicle's assigned records notified, and offers running
     campaigns the vehicle became eligible for (late joiners)."""
     join_running_campaigns(session, settings, vin)
+    vehicle = session.get(Vehicle, vin)
+    zone = vehicle.time_zone if vehicle is not None else "UTC"
+    now = utcnow()
     records = session.exec(
         select(InstallRecord, Campaign)
         .join(Campaign, col(Campaign.id) == col(InstallRecord.campaign_id))
@@ -738,8 +751,18 @@ def check_in(session: Session, settings: Settings, vin: str) -> CheckIn:
             session.add(record)
         image = session.get(SoftwareImage, campaign.image_id)
         assert image is not None
+        decision = windows.install_decision(
+            campaign.update_kind,
+            windows.parse_windows(campaign.maintenance_windows),
+            zone,
+            now,
+            campaign.deadline,
+        )
         updates.append(
             CheckInUpdate(
+                window_open=decision.window_open,
+                next_window=decision.next_opening,
+                needs_consent=decision.needs_consent,
                 campaign_id=campaign.id,
                 ecu_id=record.ecu_id,
                 attempt=record.attempt,
@@ -773,6 +796,12 @@ def apply_report(
 ) -> tuple[ReportResult, Campaign | None]:
     """Apply one install report (idempotent on ``report_id``; out of order tolerated by the
     record's ``seq``). Returns the result and the campaign whose gates should be evaluated."""
+    record = _record(session, report.campaign_id, vin, report.ecu_id, for_update=True)
+    if record is None:
+        raise NotFound(
+            f"vehicle {vin} has no install of campaign {report.campaign_id} on ECU "
+            f"{report.ecu_id!r}"
+        )
     stored = VehicleReport(
         vin=vin,
         report_id=report.report_id,
@@ -784,16 +813,7 @@ def apply_report(
             session.add(stored)
             session.flush()
     except IntegrityError:  # the unique (vin, report_id): a redelivered report
-        record = _record(session, report.campaign_id, vin, report.ecu_id)
-        return ReportResult(
-            applied=False, state=record.state if record else "unknown", reason="duplicate"
-        ), None
-    record = _record(session, report.campaign_id, vin, report.ecu_id, for_update=True)
-    if record is None:
-        raise NotFound(
-            f"vehicle {vin} has no install of campaign {report.campaign_id} on ECU "
-            f"{report.ecu_id!r}"
-        )
+        return ReportResult(applied=False, state=record.state, reason="duplicate"), None
     outcome = rec.apply_report(
         _state(record),
         rec.Report(
@@ -811,11 +831,8 @@ def apply_report(
         if record.state == rec.InstallStatus.SUCCEEDED.value:
             _installed(session, settings, record)
     campaign = session.get(Campaign, report.campaign_id)
-    return ReportResult(
-        applied=outcome.changed,
-        state=record.state,
-        reason=outcome.reason.value if outcome.reason else None,
-    ), campaign
+    reason = outcome.reason.value if outcome.reason else None
+    return ReportResult(applied=outcome.changed, state=record.state, reason=reason), campaign
 
 
 def _installed(session: Session, settings: Settings, record: InstallRecord) -> None:

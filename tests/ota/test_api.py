@@ -244,3 +244,17 @@ def test_offline_targets_signing_from_the_command_line(cli_env: Settings, tmp_pa
     assert runner.invoke(cli, ["ota", "targets", "prepare", str(pending)]).exit_code == 1
     verified = runner.invoke(cli, ["audit", "verify"])
     assert verified.exit_code == 0 and "Audit chain intact" in verified.output
+
+
+def test_the_audit_log_is_for_admins(ota: tuple[Settings, TestClient]) -> None:
+    settings, client = ota
+    admin = {"Authorization": f"Bearer {admin_token(settings)}"}
+    upload(client, admin["Authorization"].split()[1])
+    events = client.get("/v1/audit?action=image.upload&limit=1", headers=admin)
+    assert events.status_code == 200 and events.json()[0]["action"] == "image.upload"
+    chain = client.get("/v1/audit/verify", headers=admin).json()
+    assert chain["ok"] and chain["events"] >= 1
+    _, vehicle = new_vehicle_token(settings)
+    assert (
+        client.get("/v1/audit", headers={"Authorization": f"Bearer {vehicle}"}).status_code == 403
+    )
