@@ -469,6 +469,9 @@ def evaluate(session: Session, settings: Settings, campaign: Campaign) -> list[W
     """Run the gates: a wave that is confidently bad pauses the campaign (with the reason and
     the failure groups); the running wave advances when its success threshold is reached; the
     campaign completes when its last wave does."""
+    # Locked: concurrent reports of one campaign evaluate one after the other, so a pause is
+    # never overwritten by an advance computed from a stale read.
+    campaign = get(session, campaign.id, for_update=True)
     if campaign.state != CampaignState.running.value:
         return _progress(session, campaign)
     image = session.get(SoftwareImage, campaign.image_id)
@@ -1081,15 +1084,14 @@ def _eligible_vehicles(
             select(VehicleManifest).where(col(VehicleManifest.vin).in_([v.vin for v in vehicles]))
         )
     }
-    busy = {
-        vin
-        for vin, cid in session.exec(
-            select(CampaignVehicle.vin, CampaignVehicle.campaign_id)
-            .join(Campaign, col(Campaign.id) == col(CampaignVehicle.campaign_id))
-            .where(col(Campaign.state).in_(ACTIVE))
-        )
-        if cid != campaign.id
-    }
+    busy_query = (
+        select(CampaignVehicle.vin, CampaignVehicle.campaign_id)
+        .join(Campaign, col(Campaign.id) == col(CampaignVehicle.campaign_id))
+        .where(col(Campaign.state).in_(ACTIVE))
+    )
+    if vins is not None:
+        busy_query = busy_query.where(col(CampaignVehicle.vin).in_(list(vins)))
+    busy = {vin for vin, cid in session.exec(busy_query) if cid != campaign.id}
     eligible: dict[str, tuple[str, ...]] = {}
     outcomes: dict[str, rollout.Eligibility] = {}
     for vehicle in vehicles:
