@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, BigInteger, Integer, String, text
+from sqlalchemy import JSON, BigInteger, Integer, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from core.db import UtcDateTime, utcnow
+from core.db import UtcDateTime, utcnow, write_lock
 
 GENESIS = "0" * 64
 
@@ -85,8 +85,7 @@ def record(
 ) -> AuditEvent:
     """Append an event in the caller's transaction."""
     at = at or utcnow()
-    if session.get_bind().dialect.name == "sqlite":  # one writer: take the lock before reading
-        session.execute(text("UPDATE audit_head SET seq = seq WHERE 1 = 0"))
+    write_lock(session)
     details = orjson.loads(orjson.dumps(details or {}))  # exactly what is hashed and stored
     session.execute(_insert_head(session))  # the first append of all creates the head
     head = session.exec(

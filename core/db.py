@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -85,6 +85,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def write_lock(session: Session) -> None:
+    """Before a read-then-write that must not race: on SQLite, become its one writer now.
+
+    SQLite ignores ``SELECT ... FOR UPDATE``, and pysqlite begins a transaction only at the
+    first write, so reads before it are not isolated and a SAVEPOINT opened first would commit
+    on its own at RELEASE. A no-op UPDATE begins the transaction and takes the write lock, so
+    what follows reads current data and savepoints nest. PostgreSQL needs nothing here: its row
+    locks do the work.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
 
 
 def alembic_config(settings: Settings):  # type: ignore[no-untyped-def]

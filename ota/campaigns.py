@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 
 from core import audit
 from core.config import Settings
-from core.db import utcnow
+from core.db import utcnow, write_lock
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.vehicles.models import Ecu, Vehicle
 from ota import records as rec
@@ -59,6 +59,8 @@ PER_VEHICLE_S = 600.0
 WAVE_SOAK_S = 3600.0
 BUSY = "busy_in_other_campaign"
 """Dry-run reason of a vehicle that follows another active campaign (one at a time)."""
+SHARED_HARDWARE = "shared_hardware"
+"""Dry-run reason of a vehicle with two ECUs of the image's hardware id (not supported)."""
 
 
 # --- schemas -------------------------------------------------------------------------------------
@@ -289,6 +291,7 @@ def create(session: Session, data: CampaignIn, *, actor: str) -> Campaign:
 def get(session: Session, campaign_id: uuid.UUID, *, for_update: bool = False) -> Campaign:
     query = select(Campaign).where(Campaign.id == campaign_id)
     if for_update:
+        write_lock(session)
         query = query.with_for_update()
     campaign = session.exec(query.execution_options(populate_existing=True)).first()
     if campaign is None:
@@ -303,14 +306,13 @@ def dry_run(session: Session, campaign: Campaign) -> DryRun:
     spec = _spec(campaign)
     counts: Counter[str] = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    for vin, outcome in outcomes.items():
-        if outcome.eligible:
+    for vin, reason in outcomes.items():
+        if reason is None:
             continue
-        reason = outcome.reason.value if outcome.reason else BUSY
         counts[reason] += 1
         if len(examples[reason]) < 5:
             examples[reason].append(vin)
-    blocking = {r.value for r in rollout.BLOCKED_REASONS} | {BUSY}
+    blocking = {r.value for r in rollout.BLOCKED_REASONS} | {BUSY, SHARED_HARDWARE}
     blocked = {r: n for r, n in counts.items() if r in blocking}
     size = len(eligible)
     return DryRun(
@@ -633,8 +635,9 @@ def _pause(
     campaign.state = CampaignState.paused.value
     campaign.pause_reason = reason
     _touch(session, campaign)
-    waiting = _released_vins(
-        session, campaign, (rec.InstallStatus.ASSIGNED.value, rec.InstallStatus.NOTIFIED.value)
+    not_started = {rec.InstallStatus.ASSIGNED.value, rec.InstallStatus.NOTIFIED.value}
+    waiting = sorted(
+        vin for vin, states in _released_vins(session, campaign).items() if states <= not_started
     )
     _withdraw(session, settings, waiting)
     for vehicle in session.exec(
@@ -674,7 +677,7 @@ def abort(session: Session, settings: Settings, campaign_id: uuid.UUID, *, actor
         if outcome.changed:
             _store(record, outcome.record)
             session.add(record)
-    _withdraw(session, settings, _released_vins(session, campaign, None))
+    _withdraw(session, settings, sorted(_released_vins(session, campaign)))
     campaign.state = CampaignState.aborted.value
     campaign.finished_at = utcnow()
     _touch(session, campaign)
@@ -710,6 +713,7 @@ def retry_failed(
     director = repos.director(session, settings)
     for vin in sorted(vins):
         _assign(session, director, campaign, image, vin)
+    _release(session, settings, campaign, image, campaign.current_wave)  # what a pause withdrew
     audit.record(
         session,
         actor=actor,
@@ -799,6 +803,14 @@ def apply_report(
 ) -> tuple[ReportResult, Campaign | None]:
     """Apply one install report (idempotent on ``report_id``; out of order tolerated by the
     record's ``seq``). Returns the result and the campaign whose gates should be evaluated."""
+    # One vehicle's reports one after the other (its campaign row locked): the report that
+    # finishes its last ECU sees the others finished, and its Director writes never race.
+    write_lock(session)
+    session.exec(
+        select(CampaignVehicle.vin)
+        .where(CampaignVehicle.campaign_id == report.campaign_id, CampaignVehicle.vin == vin)
+        .with_for_update()
+    ).first()
     record = _record(session, report.campaign_id, vin, report.ecu_id, for_update=True)
     if record is None:
         raise NotFound(
@@ -880,7 +892,11 @@ def _installed(session: Session, settings: Settings, record: InstallRecord) -> N
 
 
 def join_running_campaigns(session: Session, settings: Settings, vin: str) -> int:
-    """Late joiners: add the vehicle to running campaigns it is eligible for now."""
+    """Late joiners: add the vehicle to running campaigns it is eligible for now. The vehicle
+    row is locked, so two check-ins at once join it once."""
+    write_lock(session)
+    if session.exec(select(Vehicle).where(Vehicle.vin == vin).with_for_update()).first() is None:
+        return 0
     campaigns = session.exec(
         select(Campaign).where(Campaign.state == CampaignState.running.value)
     ).all()
@@ -1005,15 +1021,27 @@ def _record(
         InstallRecord.ecu_id == ecu_id,
     )
     if for_update:
+        write_lock(session)
         query = query.with_for_update()
     return session.exec(query.execution_options(populate_existing=True)).first()
 
 
-def _released_vins(session: Session, campaign: Campaign, states: Sequence[str] | None) -> list[str]:
-    query = select(InstallRecord.vin).where(InstallRecord.campaign_id == campaign.id)
-    if states is not None:
-        query = query.where(col(InstallRecord.state).in_(list(states)))
-    return sorted(set(session.exec(query)))
+def _released_vins(session: Session, campaign: Campaign) -> dict[str, set[str]]:
+    """The vehicles whose wave was released (the Director lists the image for them), with
+    the states of their install records."""
+    query = (
+        select(InstallRecord.vin, InstallRecord.state)
+        .join(
+            CampaignVehicle,
+            (col(CampaignVehicle.campaign_id) == col(InstallRecord.campaign_id))
+            & (col(CampaignVehicle.vin) == col(InstallRecord.vin)),
+        )
+        .where(InstallRecord.campaign_id == campaign.id, CampaignVehicle.released == True)  # noqa: E712
+    )
+    states: dict[str, set[str]] = defaultdict(set)
+    for vin, state in session.exec(query):
+        states[vin].add(state)
+    return states
 
 
 def _busy(session: Session, vin: str, *, exclude: uuid.UUID | None = None) -> bool:
@@ -1060,9 +1088,9 @@ def _target_filter(data: dict[str, Any]) -> rollout.TargetFilter:
 
 def _eligible_vehicles(
     session: Session, campaign: Campaign, image: SoftwareImage, *, vins: Sequence[str] | None = None
-) -> tuple[dict[str, tuple[str, ...]], dict[str, rollout.Eligibility]]:
-    """Per vehicle, the eligibility; and for the eligible ones the ECUs to update. Vehicles in
-    another active campaign are blocked (``busy``)."""
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str | None]]:
+    """The ECUs to update per eligible vehicle, and per vehicle why not (None: eligible): a
+    ``rollout.EligibilityReason``, ``busy_in_other_campaign`` or ``shared_hardware``."""
     target_filter = _target_filter(campaign.target_filter)
     image_facts = rollout.ImageFacts(
         version=image.version,
@@ -1093,7 +1121,7 @@ def _eligible_vehicles(
         busy_query = busy_query.where(col(CampaignVehicle.vin).in_(list(vins)))
     busy = {vin for vin, cid in session.exec(busy_query) if cid != campaign.id}
     eligible: dict[str, tuple[str, ...]] = {}
-    outcomes: dict[str, rollout.Eligibility] = {}
+    outcomes: dict[str, str | None] = {}
     for vehicle in vehicles:
         facts = rollout.VehicleFacts(
             vin=vehicle.vin,
@@ -1113,9 +1141,19 @@ def _eligible_vehicles(
             for e in ecus[vehicle.vin]
         ]
         outcome = rollout.eligibility(facts, ecu_facts, target_filter, image_facts)
+        reason = outcome.reason.value if outcome.reason is not None else None
         if outcome.eligible and vehicle.vin in busy:
-            outcome = rollout.Eligibility(False, None, "in another active campaign")
-        outcomes[vehicle.vin] = outcome
-        if outcome.eligible:
+            reason = BUSY
+        elif outcome.eligible and _shared_hardware(ecus[vehicle.vin], outcome.target_ecu_ids):
+            reason = SHARED_HARDWARE
+        outcomes[vehicle.vin] = reason
+        if reason is None:
             eligible[vehicle.vin] = outcome.target_ecu_ids
     return eligible, outcomes
+
+
+def _shared_hardware(ecus: Sequence[Any], targets: Sequence[str]) -> bool:
+    """Two ECUs to update with the same hardware id: the Director names one target per image
+    and hardware id, so it cannot address both (one vehicle, one ECU per hardware id)."""
+    hardware = [e.hardware_id for e in ecus if e.ecu_id in targets]
+    return len(hardware) != len(set(hardware))

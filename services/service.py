@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.auth.models import AuthenticatedPrincipal, Role
 from core.config import Settings
-from core.db import utcnow
+from core.db import utcnow, write_lock
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services import outbox, repository
 from services.geo import haversine_km
@@ -297,12 +296,6 @@ def _first_free(
     return slot, bay
 
 
-def _take_write_lock(session: Session) -> None:
-    """SQLite: become the one writer before reading slot usage (see the module docstring)."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("UPDATE service_center SET code = code WHERE 1 = 0"))
-
-
 def _lock_center(session: Session, center_id: uuid.UUID) -> None:
     """After losing a race for a bay: queue behind the center's other placers (row lock on
     PostgreSQL, held until commit), so a crowd of requests does not keep colliding. Only the
@@ -342,7 +335,7 @@ def _place(
     only_if_earlier: bool = False,
 ) -> Placement | None:
     """(Re)place an existing booking; returns the placement made or None when it stayed."""
-    _take_write_lock(session)
+    write_lock(session)
     for _ in range(MAX_PLACEMENT_ATTEMPTS):
         if only_center is not None:
             candidates = [(only_center, booking.distance_km)]
@@ -423,7 +416,7 @@ def _create(
     """A new booking for the signal and True; or, when a concurrent transaction opened one for
     the same issue first, that one and False (the caller adds the signal to it)."""
     issue = signal.issue
-    _take_write_lock(session)
+    write_lock(session)
     for _ in range(MAX_PLACEMENT_ATTEMPTS):
         candidates = candidate_centers(session, settings, signal.vin, issue.capability)
         placement = find_placement(session, settings, candidates, signal.due_by, now)
@@ -588,7 +581,7 @@ def reschedule(
         booking.state = BookingState.accepted.value
         _touch(session, booking, now)
         return booking
-    _take_write_lock(session)
+    write_lock(session)
     for _ in range(MAX_PLACEMENT_ATTEMPTS):
         used = repository.slot_usage(session, center.id, slot_start, grid.slot_end(slot_start))
         bay = grid.free_bay(used.get(slot_start, set()))
