@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, field_validator
 from pydantic import Field as PydanticField
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -913,10 +914,10 @@ def join_running_campaigns(session: Session, settings: Settings, vin: str) -> in
             continue
         spec = _spec(campaign)
         fleet = session.exec(
-            select(CampaignVehicle).where(CampaignVehicle.campaign_id == campaign.id)
-        ).all()
+            select(func.count()).where(CampaignVehicle.campaign_id == campaign.id)
+        ).one()
         wave = rollout.assign_late_joiner(
-            vin, campaign.salt, spec, len(fleet) + 1, campaign.current_wave
+            vin, campaign.salt, spec, int(fleet) + 1, campaign.current_wave
         )
         session.add(CampaignVehicle(campaign_id=campaign.id, vin=vin, wave=wave, late=True))
         for ecu in _ecus(session, [vin])[vin]:
