@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.responses import OrjsonResponse
@@ -92,6 +93,23 @@ def install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         return OrjsonResponse(error_body("validation_failed", detail), 422)
+
+    @app.exception_handler(DataError)
+    async def _data_error(_: Request, exc: DataError) -> OrjsonResponse:
+        # The database refused a value the validators let through (PostgreSQL: a NUL
+        # character in text, a number out of its column's range): the client's input.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return OrjsonResponse(
+            error_body("invalid_value", f"a value cannot be stored: {reason}"), 422
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _operational_error(_: Request, exc: OperationalError) -> OrjsonResponse:
+        # Lost a deadlock or a serialization conflict (SQLSTATE 40P01, 40001), or the database
+        # went away: nothing was stored, and the same request later will do.
+        logging.getLogger("fleet.errors").warning("database unavailable: %s", exc.orig)
+        body = error_body("service_unavailable", "the database is busy or unreachable; retry")
+        return OrjsonResponse(body, 503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -327,11 +327,18 @@ def put_manifest(body: campaigns.ManifestIn, session: SessionDep, vehicle: Vehic
 
 @router.post("/reports", responses=NOT_FOUND)
 def post_report(
-    body: campaigns.ReportIn, session: SessionDep, settings: SettingsDep, vehicle: VehicleAuth
+    body: campaigns.ReportIn,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+    vehicle: VehicleAuth,
 ) -> campaigns.ReportResult:
     """One install report (also accepted on `ota.reports.v1`). Idempotent on `report_id`;
-    reports that arrive late or out of order are ignored by the record's `seq`."""
+    reports that arrive late or out of order are ignored by the record's `seq`. The
+    campaign's gates run after the report is stored (the `ota` worker re-runs them too)."""
     result, campaign = campaigns.apply_report(session, settings, vehicle.vin, body)
     if campaign is not None and result.applied:
-        campaigns.evaluate(session, settings, campaign)
+        engine = request.app.state.engine
+        background.add_task(campaigns.evaluate_later, engine, settings, [campaign.id])
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -23,12 +24,13 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from core import audit
 from core.config import Settings
-from core.db import utcnow, write_lock
+from core.db import session_scope, utcnow, write_lock
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.vehicles.models import Ecu, Vehicle
 from ota import records as rec
@@ -58,6 +60,7 @@ FAILED = (rec.InstallStatus.FAILED.value, rec.InstallStatus.ROLLED_BACK.value)
 PER_VEHICLE_S = 600.0
 """Dry run: expected time from notification to report per vehicle."""
 WAVE_SOAK_S = 3600.0
+EVALUATION_ATTEMPTS = 4
 BUSY = "busy_in_other_campaign"
 """Dry-run reason of a vehicle that follows another active campaign (one at a time)."""
 SHARED_HARDWARE = "shared_hardware"
@@ -526,6 +529,25 @@ def evaluate(session: Session, settings: Settings, campaign: Campaign) -> list[W
         return progress
 
 
+def evaluate_later(engine: Engine, settings: Settings, campaign_ids: Iterable[uuid.UUID]) -> None:
+    """Run the gates of these campaigns, each in its own transaction *after* the reports that
+    touched them committed: an evaluation that pauses rewrites many vehicles' rows, and doing
+    it inside a report's transaction (which holds its vehicle's locks) deadlocks with other
+    reports. Campaigns in id order; a transaction that loses a deadlock is retried (the gates
+    only read stored records, so running them again is safe)."""
+    for campaign_id in sorted(set(campaign_ids)):
+        for attempt in range(1, EVALUATION_ATTEMPTS + 1):
+            try:
+                with session_scope(engine) as session:
+                    evaluate(session, settings, get(session, campaign_id))
+                break
+            except OperationalError as exc:
+                if attempt == EVALUATION_ATTEMPTS:
+                    raise
+                log.warning("gate evaluation of %s retried: %s", campaign_id, exc.orig)
+                time.sleep(0.05 * attempt)
+
+
 def _progress(session: Session, campaign: Campaign) -> list[WaveProgress]:
     policy = rollout.GatePolicy(**campaign.gate)
     per_vehicle: dict[str, list[str]] = defaultdict(list)
@@ -898,6 +920,8 @@ def join_running_campaigns(session: Session, settings: Settings, vin: str) -> in
     write_lock(session)
     if session.exec(select(Vehicle).where(Vehicle.vin == vin).with_for_update()).first() is None:
         return 0
+    if _busy(session, vin):
+        return 0  # one active campaign at a time
     campaigns = session.exec(
         select(Campaign).where(Campaign.state == CampaignState.running.value)
     ).all()

@@ -20,6 +20,7 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from core.config import Settings
@@ -31,6 +32,9 @@ from ota.models import Campaign, CampaignState, CampaignVehicle
 
 log = logging.getLogger(__name__)
 
+TRANSACTION_ATTEMPTS = 3
+GATES_EVERY_S = 30.0
+
 
 class OtaHandler(BatchHandler):
     def __init__(self, settings: Settings) -> None:
@@ -38,6 +42,7 @@ class OtaHandler(BatchHandler):
         self.settings = settings
         self.engine = make_engine(settings)
         self.last_refresh = float("-inf")
+        self.last_gates = float("-inf")
 
     async def close(self) -> None:
         self.engine.dispose()
@@ -55,10 +60,25 @@ class OtaHandler(BatchHandler):
         )
 
     def _apply(self, records: list[ConsumerRecord]) -> tuple[list[DeadLetter], int]:
+        """Apply the batch in one transaction (retried when it loses a deadlock), then run the
+        gates of the campaigns it touched, each in its own transaction after it."""
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                dead, applied, touched = self._apply_once(records)
+                break
+            except OperationalError as exc:
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise
+                log.warning("report batch retried: %s", exc.orig)
+                time.sleep(0.1 * attempt)
+        campaigns.evaluate_later(self.engine, self.settings, touched)
+        return dead, applied
+
+    def _apply_once(self, records: list[ConsumerRecord]) -> tuple[list[DeadLetter], int, list[Any]]:
         dead: list[DeadLetter] = []
         applied = 0
+        touched: set[Any] = set()
         with session_scope(self.engine) as session:
-            touched: dict[Any, Campaign] = {}
             for record in records:
                 try:
                     vin, report = _decode(record)
@@ -71,15 +91,27 @@ class OtaHandler(BatchHandler):
                     continue
                 applied += result.applied
                 if campaign is not None and result.applied:
-                    touched[campaign.id] = campaign
-            for campaign in touched.values():
-                campaigns.evaluate(session, self.settings, campaign)
-        return dead, applied
+                    touched.add(campaign.id)
+        return dead, applied, sorted(touched)
 
     async def tick(self) -> None:
         if time.monotonic() - self.last_refresh >= self.settings.ota_refresh_s:
             self.last_refresh = time.monotonic()
             await asyncio.to_thread(self.refresh)
+        if time.monotonic() - self.last_gates >= GATES_EVERY_S:
+            self.last_gates = time.monotonic()
+            await asyncio.to_thread(self.run_gates)
+
+    def run_gates(self) -> None:
+        """Every running campaign's gates: catches up on an evaluation that failed after its
+        reports were stored (an API process that died, a lost deadlock)."""
+        with session_scope(self.engine) as session:
+            running = list(
+                session.exec(
+                    select(Campaign.id).where(Campaign.state == CampaignState.running.value)
+                )
+            )
+        campaigns.evaluate_later(self.engine, self.settings, running)
 
     def refresh(self) -> None:
         from ota import repos, service
