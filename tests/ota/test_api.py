@@ -15,11 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from core import audit
 from core.app import create_app
 from core.cli import app as cli
 from core.config import Settings, get_settings
 from core.db import make_engine, session_scope
 from ota import repos
+from ota.keys import generate_key, load_public_key, public_key_path
 from tests.diagnostics.test_worker import admin_token
 from tests.ingestion.conftest import new_vehicle_token, wait_for_producer
 
@@ -258,3 +260,53 @@ def test_the_audit_log_is_for_admins(ota: tuple[Settings, TestClient]) -> None:
     assert (
         client.get("/v1/audit", headers={"Authorization": f"Bearer {vehicle}"}).status_code == 403
     )
+
+
+def test_rotating_the_timestamp_key_from_the_command_line(
+    cli_env: Settings, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    init = runner.invoke(cli, ["ota", "init"])
+    assert init.exit_code == 0, init.output
+    roots = [Path(p) for p in init.stdout.splitlines() if p.endswith(".pem")]
+    new_key = tmp_path / "timestamp-2.pem"
+    generate_key(new_key)
+    few = runner.invoke(
+        cli,
+        [
+            "ota",
+            "rotate-key",
+            "timestamp",
+            "--new-key",
+            str(new_key),
+            "--old-root-key",
+            str(roots[0]),
+        ],
+    )
+    assert few.exit_code == 1 and "needs 2 signatures" in few.output  # threshold 2 of 3
+    rotated = runner.invoke(
+        cli,
+        [
+            "ota",
+            "rotate-key",
+            "timestamp",
+            "--new-key",
+            str(new_key),
+            "--old-root-key",
+            str(roots[0]),
+            "--old-root-key",
+            str(roots[1]),
+        ],
+    )
+    assert rotated.exit_code == 0, rotated.output
+    assert "root v2: timestamp keys rotated" in rotated.output
+    engine = make_engine(cli_env)
+    try:
+        with session_scope(engine) as session:
+            root = json.loads(repos.DbMetadataStore(session).read("image/2.root.json") or b"{}")
+            events = [e.action for e in audit.list_events(session)]
+    finally:
+        engine.dispose()
+    keyid = load_public_key(public_key_path(new_key)).keyid
+    assert root["signed"]["roles"]["timestamp"]["keyids"] == [keyid]
+    assert len(root["signatures"]) >= 2 and "key.rotate" in events
