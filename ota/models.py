@@ -28,7 +28,6 @@ from core.db import UtcDateTime, utcnow
 
 class CampaignState(StrEnum):
     draft = "draft"
-    awaiting_approval = "awaiting_approval"
     approved = "approved"
     running = "running"
     paused = "paused"

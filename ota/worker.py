@@ -71,7 +71,10 @@ class OtaHandler(BatchHandler):
                     raise
                 log.warning("report batch retried: %s", exc.orig)
                 time.sleep(0.1 * attempt)
-        campaigns.evaluate_later(self.engine, self.settings, touched)
+        try:
+            campaigns.evaluate_later(self.engine, self.settings, touched)
+        except Exception:  # noqa: BLE001 - the reports are stored; run_gates catches up
+            log.exception("gate evaluation after a report batch failed")
         return dead, applied
 
     def _apply_once(self, records: list[ConsumerRecord]) -> tuple[list[DeadLetter], int, list[Any]]:
@@ -133,6 +136,8 @@ class _BadReport(ValueError):
 def _decode(record: ConsumerRecord) -> tuple[str, campaigns.ReportIn]:
     if record.value is None:
         raise _BadReport("empty_value", "the record has no value")
+    if b"\\u0000" in record.value:  # PostgreSQL text cannot hold NUL: refuse it here
+        raise _BadReport("invalid_field", "a string contains a NUL character (\\u0000)")
     try:
         body = orjson.loads(record.value)
     except orjson.JSONDecodeError as exc:

@@ -286,6 +286,8 @@ def _alarm_signal(finding: _Finding, observed: datetime) -> IssueSignal:
 
 
 def _decode(raw: bytes, kind: type[_T]) -> _T:
+    if b"\\u0000" in raw:  # PostgreSQL text cannot hold NUL: refuse it here, not in the sink
+        raise BadEvent("invalid_field", "a string contains a NUL character (\\u0000)")
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:

@@ -134,13 +134,15 @@ def test_reports_over_kafka_pause_a_failing_canary(settings: Settings, tmp_path:
         (b"OTHER-KEY", report(second, campaign_id, 5, "failed")),
         (second.encode(), report(second, uuid.uuid4(), 1, "failed")),  # no such install
         (second.encode(), report(second, campaign_id, 3, "exploded")),
+        (second.encode(), report(second, campaign_id, 4, "failed", error_code="E\x00")),
     ]
     asyncio.run(produce(settings, records))
     group = f"ota-{uuid.uuid4().hex[:8]}"
     stats = run_ota(settings, group)
-    assert stats["consumed"] == len(records) and stats["dead_lettered"] == 4
-    dead = asyncio.run(read_topic(settings.bootstrap_servers, settings.ota_dlq_topic, 4))
+    assert stats["consumed"] == len(records) and stats["dead_lettered"] == 5
+    dead = asyncio.run(read_topic(settings.bootstrap_servers, settings.ota_dlq_topic, 5))
     assert sorted(headers_dict(r.headers)["dlq.reason"] for r in dead) == [
+        "invalid_field",
         "invalid_field",
         "invalid_json",
         "key_mismatch",

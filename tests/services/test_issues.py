@@ -144,6 +144,7 @@ def test_prediction_urgency_and_due_date_from_risk_and_horizon() -> None:
         (alarm(ts="yesterday"), "invalid_field"),
         (alarm(rule_id=None), "missing_field"),
         (alarm(ts=10**19), "out_of_range"),
+        (alarm(rule_id="coolant\x00overtemp"), "invalid_field"),  # PostgreSQL text has no NUL
     ],
 )
 def test_broken_findings_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
