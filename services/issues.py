@@ -14,6 +14,7 @@ Input contracts are the topics' (``docs/topics.md``); a record that breaks them 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,9 @@ LEAD_TIME: dict[Urgency, timedelta] = {
 }
 """How soon the work should be done at each urgency (the booking's ``due_by``)."""
 _T = TypeVar("_T")
+_DTC_RE = re.compile(r"[PCBU][0-3][0-9A-F]{3}")
+_RULE_RE = re.compile(r"[A-Za-z0-9_.-]{1,58}")
+"""Issue keys are at most 64 characters (``rule.<id>``, ``dtc.<code>``)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ def decode_finding(raw: bytes) -> IssueSignal | None:
     """The issue signal of a ``diagnostics.findings.v1`` record, or None when the finding needs
     no service (a pending or cleared DTC, a cleared or info-level alarm)."""
     finding = _decode(raw, _Finding)
+    if not 1 <= len(finding.finding_id) <= 64:
+        raise BadEvent("invalid_field", "finding_id has 1 to 64 characters")
     observed = _from_ms(finding.ts)
     if finding.kind == "dtc":
         if not finding.code:
@@ -236,6 +242,8 @@ def routine_signal(
 def _dtc_signal(finding: _Finding, observed: datetime) -> IssueSignal:
     assert finding.code is not None
     base = finding.code.split("-", 1)[0].upper()
+    if not _DTC_RE.fullmatch(base):
+        raise BadEvent("invalid_field", f"code {finding.code[:40]!r} is not a DTC like P0217")
     issue_key = DTC_ISSUES.get(base, f"dtc.{base}")
     dtc = finding.details.get("dtc") if isinstance(finding.details, Mapping) else None
     description = dtc.get("description") if isinstance(dtc, Mapping) else None
@@ -260,6 +268,8 @@ def _dtc_signal(finding: _Finding, observed: datetime) -> IssueSignal:
 
 def _alarm_signal(finding: _Finding, observed: datetime) -> IssueSignal:
     assert finding.rule_id is not None
+    if not _RULE_RE.fullmatch(finding.rule_id):
+        raise BadEvent("invalid_field", "rule_id: 1-58 letters, digits, '.', '_' or '-'")
     issue_key = next(
         (issue for prefix, issue in RULE_ISSUES if finding.rule_id.startswith(prefix)),
         f"rule.{finding.rule_id}",

@@ -145,6 +145,9 @@ def test_prediction_urgency_and_due_date_from_risk_and_horizon() -> None:
         (alarm(rule_id=None), "missing_field"),
         (alarm(ts=10**19), "out_of_range"),
         (alarm(rule_id="coolant\x00overtemp"), "invalid_field"),  # PostgreSQL text has no NUL
+        (alarm(rule_id="r" * 80), "invalid_field"),  # issue keys fit their column
+        (alarm(finding_id="f" * 65), "invalid_field"),
+        (dtc("NOT-A-CODE"), "invalid_field"),
     ],
 )
 def test_broken_findings_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
