@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic import Field as PydanticField
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound, ValidationFailed
@@ -126,8 +127,12 @@ def add_image(
         filename=filename_of(meta),
         uploaded_by=uploaded_by,
     )
-    session.add(image)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(image)
+            session.flush()
+    except IntegrityError:  # a concurrent upload of the same name and version won
+        raise Conflict(f"image {meta.name} {meta.version} exists already") from None
     return image
 
 
