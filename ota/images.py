@@ -15,6 +15,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from core.db import write_lock
 from core.errors import Conflict, NotFound, ValidationFailed
 from ota.models import SoftwareImage
 from ota.store import StoredObject
@@ -127,6 +128,7 @@ def add_image(
         filename=filename_of(meta),
         uploaded_by=uploaded_by,
     )
+    write_lock(session)  # SQLite: the savepoint nests in this transaction
     try:
         with session.begin_nested():
             session.add(image)

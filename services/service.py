@@ -105,6 +105,7 @@ def create_center(session: Session, data: ServiceCenterIn) -> ServiceCenterCreat
         updated_at=now,
     )
     _check_grid(center)
+    write_lock(session)  # SQLite: the savepoint nests in this transaction
     try:
         with session.begin_nested():
             repository.add(session, center)
