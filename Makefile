@@ -37,7 +37,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy core ingestion diagnostics services ota simulator loadtest
+	$(BIN)/mypy core ingestion diagnostics services ota ubi simulator loadtest
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

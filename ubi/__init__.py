@@ -1,0 +1,1 @@
+"""Usage-based insurance: trips, driving events, scores (see ``docs/`` and DESIGN.md)."""
