@@ -41,6 +41,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.columns import column as _column
+from core.columns import floats as _floats
+from core.columns import timestamps_ms as _timestamps
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -139,24 +143,6 @@ def bucket_end(ts_ms: int) -> int:
     return (ts_ms // BUCKET_MS + 1) * BUCKET_MS
 
 
-def _column(table: pa.Table, name: str) -> pa.Array | None:
-    if name not in table.column_names:
-        return None
-    column = table[name]
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _floats(table: pa.Table, name: str) -> FloatArray:
-    column = _column(table, name)
-    if column is None:
-        return np.full(table.num_rows, np.nan)
-    if pa.types.is_boolean(column.type):
-        column = pc.cast(column, pa.int8())
-    return np.asarray(
-        pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
-    )
-
-
 def _flags(table: pa.Table, name: str) -> npt.NDArray[np.bool_]:
     values = _floats(table, name)
     return np.nan_to_num(values, nan=0.0) > 0.5
@@ -168,15 +154,6 @@ def _states(table: pa.Table, name: str, wanted: Sequence[str]) -> npt.NDArray[np
         return np.zeros(table.num_rows, dtype=bool)
     hit = pc.fill_null(pc.is_in(column, pa.array(list(wanted), pa.string())), False)
     return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _timestamps(table: pa.Table) -> IntArray:
-    column = _column(table, "ts")
-    if column is None:
-        raise ValueError("the table has no 'ts' column")
-    if pa.types.is_timestamp(column.type):
-        column = column.cast(pa.timestamp("ms", tz=column.type.tz)).cast(pa.int64())
-    return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _code_bit(code: str) -> int:

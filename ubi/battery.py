@@ -75,6 +75,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.columns import column as _column
+from core.columns import floats as _floats
+from core.columns import timestamps_ms as _timestamps
+
 __all__ = [
     "BatteryConfig",
     "BatteryHealth",
@@ -436,31 +440,6 @@ def estimate_battery_health(
 
 
 # ---------------------------------------------------------------------- columns
-
-
-def _column(table: pa.Table, name: str) -> pa.Array | None:
-    if name not in table.column_names:
-        return None
-    column = table[name]
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _floats(table: pa.Table, name: str) -> FloatArray:
-    column = _column(table, name)
-    if column is None:
-        return np.full(table.num_rows, np.nan)
-    if pa.types.is_boolean(column.type):
-        column = pc.cast(column, pa.int8())
-    return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
-
-
-def _timestamps(table: pa.Table) -> IntArray:
-    column = _column(table, "ts")
-    if column is None:
-        raise ValueError("the table has no 'ts' column")
-    if pa.types.is_timestamp(column.type):
-        column = column.cast(pa.timestamp("ms", tz=column.type.tz)).cast(pa.int64())
-    return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
 
 
 def _arrays(table: pa.Table) -> dict[str, np.ndarray]:

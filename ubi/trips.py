@@ -49,6 +49,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.columns import column, floats, timestamps_ms
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -63,35 +65,6 @@ NIGHT_END_H = 5
 
 TRIP_COLUMNS = ("vin", "ts", SPEED, ODOMETER, LV_STATE, GEAR)
 """Columns segmentation reads (plus the speed-limit column when configured)."""
-
-
-# -- reading columns ------------------------------------------------------------------------------
-def column(table: pa.Table, name: str) -> pa.Array | None:
-    """A column as one contiguous array, or None when the table does not have it."""
-    if name not in table.column_names:
-        return None
-    values = table[name]
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-
-def floats(table: pa.Table, name: str) -> FloatArray:
-    """A numeric column as float64 with NaN for nulls (all NaN when the column is missing)."""
-    values = column(table, name)
-    if values is None:
-        return np.full(table.num_rows, np.nan)
-    if pa.types.is_boolean(values.type):
-        values = pc.cast(values, pa.int8())
-    return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
-
-
-def timestamps_ms(table: pa.Table) -> IntArray:
-    """``ts`` as epoch milliseconds (timestamp or integer column)."""
-    values = column(table, "ts")
-    if values is None:
-        raise ValueError("the table has no 'ts' column")
-    if pa.types.is_timestamp(values.type):
-        values = values.cast(pa.timestamp("ms", tz=values.type.tz)).cast(pa.int64())
-    return np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def vins(table: pa.Table) -> npt.NDArray[np.object_]:
