@@ -882,6 +882,8 @@ def _wait_for_a_blocked_transaction(session: Session, timeout_s: float = 10.0) -
     with session.get_bind().connect() as monitor:  # type: ignore[union-attr]
         while monitor.execute(query).scalar_one() == 0:
             assert time.monotonic() < deadline, "the second check-in never waited"
+            # pg_stat_activity is a snapshot per transaction: end it to see new waits.
+            monitor.rollback()
             time.sleep(0.02)
 
 
