@@ -304,8 +304,7 @@ def get(session: Session, campaign_id: uuid.UUID, *, for_update: bool = False) -
 
 
 def dry_run(session: Session, campaign: Campaign) -> DryRun:
-    image = session.get(SoftwareImage, campaign.image_id)
-    assert image is not None
+    image = _image(session, campaign)
     eligible, outcomes = _eligible_vehicles(session, campaign, image)
     spec = _spec(campaign)
     counts: Counter[str] = Counter()
@@ -364,8 +363,7 @@ def launch(session: Session, settings: Settings, campaign_id: uuid.UUID, *, acto
         raise Conflict(
             f"cannot launch a campaign that is {campaign.state}{needs}", code="invalid_state"
         )
-    image = session.get(SoftwareImage, campaign.image_id)
-    assert image is not None
+    image = _image(session, campaign)
     eligible, _ = _eligible_vehicles(session, campaign, image)
     if not eligible:
         raise Conflict("no vehicle is eligible (see the dry run)", code="nothing_to_update")
@@ -480,8 +478,7 @@ def evaluate(session: Session, settings: Settings, campaign: Campaign) -> list[W
     campaign = get(session, campaign.id, for_update=True)
     if campaign.state != CampaignState.running.value:
         return _progress(session, campaign)
-    image = session.get(SoftwareImage, campaign.image_id)
-    assert image is not None
+    image = _image(session, campaign)
     while True:
         progress = _progress(session, campaign)
         bad = next(
@@ -684,8 +681,7 @@ def resume(session: Session, settings: Settings, campaign_id: uuid.UUID, *, acto
     campaign.pause_reason = None
     _touch(session, campaign)
     audit.record(session, actor=actor, action="campaign.resume", subject=_subject(campaign))
-    image = session.get(SoftwareImage, campaign.image_id)
-    assert image is not None
+    image = _image(session, campaign)
     _release(session, settings, campaign, image, campaign.current_wave)
     return campaign
 
@@ -731,8 +727,7 @@ def retry_failed(
     campaign.state = CampaignState.running.value
     campaign.pause_reason = None
     _touch(session, campaign)
-    image = session.get(SoftwareImage, campaign.image_id)
-    assert image is not None
+    image = _image(session, campaign)
     director = repos.director(session, settings)
     for vin in sorted(vins):
         _assign(session, director, campaign, image, vin)
@@ -779,8 +774,7 @@ def check_in(session: Session, settings: Settings, vin: str) -> CheckIn:
         if outcome.changed:
             _store(record, outcome.record)
             session.add(record)
-        image = session.get(SoftwareImage, campaign.image_id)
-        assert image is not None
+        image = _image(session, campaign)
         decision = windows.install_decision(
             campaign.update_kind,
             windows.parse_windows(campaign.maintenance_windows),
@@ -931,8 +925,7 @@ def join_running_campaigns(session: Session, settings: Settings, vin: str) -> in
             continue
         if _busy(session, vin, exclude=campaign.id):
             continue
-        image = session.get(SoftwareImage, campaign.image_id)
-        assert image is not None
+        image = _image(session, campaign)
         eligible, _ = _eligible_vehicles(session, campaign, image, vins=[vin])
         if vin not in eligible:
             continue
@@ -999,6 +992,12 @@ def list_campaigns(
     if state is not None:
         query = query.where(Campaign.state == state)
     return list(session.exec(query))
+
+
+def _image(session: Session, campaign: Campaign) -> SoftwareImage:
+    image = session.get(SoftwareImage, campaign.image_id)
+    assert image is not None  # a foreign key: the image cannot be gone
+    return image
 
 
 def _spec(campaign: Campaign) -> rollout.WaveSpec:

@@ -15,6 +15,7 @@ Each ``.pem`` has its public half next to it (``.pub.json``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,13 +63,32 @@ class DbMetadataStore:
 
 
 def image_repository(session: Session, settings: Settings) -> ImageRepository:
-    keys = KeyRing.from_directory(settings.ota_keys_location / "image", IMAGE_ONLINE_ROLES)
+    keys = online_keys(settings.ota_keys_location / "image", IMAGE_ONLINE_ROLES)
     return ImageRepository(DbMetadataStore(session), keys)
 
 
 def director(session: Session, settings: Settings) -> Director:
-    keys = KeyRing.from_directory(settings.ota_keys_location / "director", DIRECTOR_ONLINE_ROLES)
+    keys = online_keys(settings.ota_keys_location / "director", DIRECTOR_ONLINE_ROLES)
     return Director(DbMetadataStore(session), keys)
+
+
+_KEY_CACHE: dict[tuple[Path, tuple[str, ...]], tuple[tuple[tuple[str, int], ...], KeyRing]] = {}
+_KEY_CACHE_LOCK = threading.Lock()
+
+
+def online_keys(directory: Path, roles: tuple[str, ...]) -> KeyRing:
+    """``KeyRing.from_directory``, parsed once per process while the key files stay the same
+    (check-ins, metadata reads and reports open the repositories on every request). A copy
+    is returned: a rotation replaces signers in its ring, not in the cache."""
+    files = tuple(
+        sorted((p.name, p.stat().st_mtime_ns) for p in directory.glob("*.pem") if p.is_file())
+    )
+    with _KEY_CACHE_LOCK:
+        cached = _KEY_CACHE.get((directory, roles))
+        if cached is None or cached[0] != files:
+            cached = (files, KeyRing.from_directory(directory, roles))
+            _KEY_CACHE[(directory, roles)] = cached
+    return KeyRing({role: list(signers) for role, signers in cached[1].online.items()})
 
 
 @dataclass(frozen=True)
