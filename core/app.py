@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ingestion.api import router as ingest_router
     from ota.api import router as ota_router
     from services.api import router as services_router
+    from ubi.api import router as ubi_router
+    from ubi.privacy_api import router as privacy_router
 
     app.include_router(auth_router)
     app.include_router(vehicles_router)
@@ -86,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(services_router)
     app.include_router(ota_router)
     app.include_router(audit_router)
+    app.include_router(ubi_router)
+    app.include_router(privacy_router)
     _merge_openapi_components(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

@@ -146,6 +146,9 @@ def _mount() -> None:
     from diagnostics.cli import pdm_app, rules_app
     from ota.cli import audit_app, ota_app
     from services.cli import services_app
+    from ubi.cli import score_app
+    from ubi.consent_cli import consent_app
+    from ubi.privacy_cli import privacy_app
 
     app.add_typer(db_app, name="db")
     app.add_typer(rules_app, name="rules")
@@ -157,6 +160,9 @@ def _mount() -> None:
     app.add_typer(services_app, name="services")
     app.add_typer(ota_app, name="ota")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(score_app, name="score")
+    app.add_typer(consent_app, name="consent")
+    app.add_typer(privacy_app, name="privacy")
     from core import stack_cli
 
     stack_cli.register(app)

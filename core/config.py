@@ -106,6 +106,26 @@ class Settings(BaseSettings):
     ota_refresh_s: float = 600.0
     """How often the ``ota`` worker re-signs metadata that expires soon."""
 
+    ubi_checkpoint_s: float = 10.0
+    """How often the ``ubi`` and ``battery`` workers store results, state and commit offsets."""
+    ubi_period_days: int = 30
+    """The trailing period of the current UBI score."""
+    ubi_time_zone_default: str = "UTC"
+    """Time zone of vehicles missing from the registry (night driving is local time)."""
+    battery_default_kwh: float | None = None
+    """Rated pack energy for battery vehicles whose model is not in ``ubi.battery_specs``;
+    None: such vehicles get no battery health."""
+    partner_signing_key_path: Path | None = None
+    """Ed25519 private key (PEM) that signs partner API responses; None:
+    ``data_dir/keys/partner-signing.pem``, generated on first use."""
+    retention_location_days: int = 90
+    """Raw location data (positions in the archive and the status table) older than this is
+    purged by ``fleet privacy purge`` / the privacy job."""
+    erasure_deadline_h: float = 24.0
+    """An erasure request is carried out within this many hours (``due_at``)."""
+    privacy_interval_s: float = 60.0
+    """How often ``fleet privacy run`` (started by ``fleet run``) looks for due work."""
+
     consumer_max_records: int = 2000
     consumer_poll_timeout_ms: int = 500
     dlq_max_invalid_ratio: float = 0.5
@@ -137,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def ota_keys_location(self) -> Path:
         return self.ota_keys_dir or self.data_dir / "ota" / "keys"
+
+    @property
+    def partner_signing_key_location(self) -> Path:
+        return self.partner_signing_key_path or self.data_dir / "keys" / "partner-signing.pem"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -7,14 +7,16 @@ roll back once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event, text
+from sqlalchemy import DateTime, Table, event, func, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -98,6 +100,43 @@ def write_lock(session: Session) -> None:
     """
     if session.get_bind().dialect.name == "sqlite":
         session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+
+
+UPSERT_CHUNK = 500
+
+
+def dialect_insert(session: Session, table: Table) -> Insert:
+    """An INSERT that supports ``on_conflict_do_*`` on the session's database."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def upsert(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    key: Sequence[str],
+    update: Iterable[str],
+    keep_existing: Iterable[str] = (),
+) -> None:
+    """Insert ``rows``, or update ``update`` columns on a conflict of ``key`` (a replayed batch
+    rewrites the same rows); ``keep_existing`` columns keep their stored value when the new one
+    is NULL."""
+    update, keep = list(update), set(keep_existing)
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        chunk = [dict(row) for row in rows[start : start + UPSERT_CHUNK]]
+        statement = dialect_insert(session, table).values(chunk)
+        excluded = statement.excluded  # type: ignore[attr-defined]
+        statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
+            index_elements=list(key),
+            set_={
+                name: func.coalesce(getattr(excluded, name), table.c[name])
+                if name in keep
+                else getattr(excluded, name)
+                for name in update
+            },
+        )
+        session.execute(statement)
 
 
 def alembic_config(settings: Settings):  # type: ignore[no-untyped-def]

@@ -31,3 +31,16 @@ from services.models import (  # noqa: F401
     WebhookAttempt,
     WebhookEvent,
 )
+from ubi.models import (  # noqa: F401
+    AnalyticsState,
+    BatteryHealthRecord,
+    BatterySession,
+    Consent,
+    ErasureRequest,
+    Pseudonym,
+    PseudonymKey,
+    UbiEvent,
+    UbiScore,
+    UbiTrip,
+    VehicleOwner,
+)

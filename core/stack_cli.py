@@ -308,6 +308,8 @@ def _stack_session(
         stack.start_workers(list(workers))
         if "services" in workers:
             stack.spawn("webhooks", ["services", "deliver"])
+        if "ubi" in workers:
+            stack.spawn("privacy", ["privacy", "run"])
         api_url = stack.start_api()
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -373,7 +375,7 @@ def run(
             0.005,
             0.002,
             None,
-            workers=("archive", "diagnostics", "pdm", "services", "ota"),
+            workers=("archive", "diagnostics", "pdm", "services", "ota", "ubi", "battery"),
         )
     except KeyboardInterrupt:
         console.print("\nstopped: every process this command started has been stopped")

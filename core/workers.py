@@ -60,6 +60,22 @@ WORKERS: dict[str, WorkerSpec] = {
             factory="diagnostics.pdm_worker:build_pdm_handler",
         ),
         WorkerSpec(
+            name="ubi",
+            description="trips, harsh driving events and UBI scores -> the database",
+            topics=lambda s: [s.telemetry_topic],
+            group_id="fleet.ubi",
+            dlq_topic=lambda s: None,  # the archive worker dead-letters invalid records
+            factory="ubi.worker:build_ubi_handler",
+        ),
+        WorkerSpec(
+            name="battery",
+            description="charge sessions, battery state of health, residual score -> database",
+            topics=lambda s: [s.telemetry_topic],
+            group_id="fleet.battery",
+            dlq_topic=lambda s: None,  # the archive worker dead-letters invalid records
+            factory="ubi.worker:build_battery_handler",
+        ),
+        WorkerSpec(
             name="services",
             description="findings and predictions -> maintenance bookings, webhook outbox",
             topics=lambda s: [s.findings_topic, s.predictions_topic],

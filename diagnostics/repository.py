@@ -8,16 +8,14 @@ rebalance rewrites the same rows instead of adding new ones: DTC episodes on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import Table, delete, or_
 from sqlmodel import Session, col, select
 
-from core.db import utcnow
+from core.db import upsert, utcnow
 from diagnostics.models import (
     Alarm,
     DiagnosticsState,
@@ -31,49 +29,17 @@ _ALARM: Table = Alarm.__table__  # type: ignore[attr-defined]
 _PREDICTION: Table = MaintenancePrediction.__table__  # type: ignore[attr-defined]
 _STATE: Table = DiagnosticsState.__table__  # type: ignore[attr-defined]
 _BUCKET: Table = PdmFeatureBucket.__table__  # type: ignore[attr-defined]
+
 CHUNK_SIZE = 500
 
 ACTIVE_DTC_STATES = ("pending", "confirmed")
-
-
-def _insert(session: Session, table: Table) -> Insert:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table)
-
-
-def _upsert(
-    session: Session,
-    table: Table,
-    rows: Sequence[Mapping[str, Any]],
-    key: Sequence[str],
-    update: Iterable[str],
-    keep_existing: Iterable[str] = (),
-) -> None:
-    """Insert, or update ``update`` columns on a key conflict; ``keep_existing`` columns keep
-    their stored value when the new one is NULL."""
-    update, keep = list(update), set(keep_existing)
-    for start in range(0, len(rows), CHUNK_SIZE):
-        chunk = [dict(row) for row in rows[start : start + CHUNK_SIZE]]
-        statement = _insert(session, table).values(chunk)
-        excluded = statement.excluded  # type: ignore[attr-defined]
-        statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
-            index_elements=list(key),
-            set_={
-                name: func.coalesce(getattr(excluded, name), table.c[name])
-                if name in keep
-                else getattr(excluded, name)
-                for name in update
-            },
-        )
-        session.execute(statement)
 
 
 def upsert_dtc_episodes(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert or update DTC episodes (one row per (vin, code, episode))."""
     if rows:
         columns = set(rows[0]) - {"vin", "code", "episode", "id"}
-        _upsert(
+        upsert(
             session, _DTC, rows, ("vin", "code", "episode"), columns, keep_existing=["confirmed_at"]
         )
 
@@ -82,7 +48,7 @@ def upsert_alarms(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert or update alarms (one row per (vin, rule_id, raised_at))."""
     if rows:
         columns = set(rows[0]) - {"vin", "rule_id", "raised_at", "id"}
-        _upsert(
+        upsert(
             session, _ALARM, rows, ("vin", "rule_id", "raised_at"), columns, keep_existing=["value"]
         )
 
@@ -91,7 +57,7 @@ def upsert_predictions(session: Session, rows: Sequence[Mapping[str, Any]]) -> N
     """Keep the latest prediction per (vin, component, horizon_days)."""
     if rows:
         columns = set(rows[0]) - {"vin", "component", "horizon_days", "id"}
-        _upsert(session, _PREDICTION, rows, ("vin", "component", "horizon_days"), columns)
+        upsert(session, _PREDICTION, rows, ("vin", "component", "horizon_days"), columns)
 
 
 def upsert_rule_states(session: Session, states: Mapping[str, Mapping[str, Any]]) -> None:
@@ -100,7 +66,7 @@ def upsert_rule_states(session: Session, states: Mapping[str, Mapping[str, Any]]
         {"vin": vin, "rules": dict(state), "updated_at": utcnow()} for vin, state in states.items()
     ]
     if rows:
-        _upsert(session, _STATE, rows, ("vin",), ("rules", "updated_at"))
+        upsert(session, _STATE, rows, ("vin",), ("rules", "updated_at"))
 
 
 def rule_states(session: Session, vins: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -116,7 +82,7 @@ def rule_states(session: Session, vins: Sequence[str]) -> dict[str, dict[str, An
 def upsert_feature_buckets(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Store hourly feature buckets (``vin``, ``hour``, ``data``); a newer one replaces."""
     if rows:
-        _upsert(session, _BUCKET, rows, ("vin", "hour"), ("data",))
+        upsert(session, _BUCKET, rows, ("vin", "hour"), ("data",))
 
 
 def feature_buckets(session: Session, vins: Sequence[str]) -> list[bytes]:

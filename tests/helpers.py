@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -118,13 +119,29 @@ def register_test_vehicle(settings: Settings, vin: str, powertrain: str = "ice")
 
 
 async def publish_messages(settings: Settings, messages: Iterable[Any]) -> None:
-    """Produce simulator messages to the telemetry topic as vehicles do (key = VIN)."""
-    from simulator.publishers import KafkaPublisher
+    """Produce simulator messages to the telemetry topic as vehicles do (key = VIN, header
+    ``source: kafka``), in order per vehicle, waiting for all acknowledgements at the end."""
+    from aiokafka import AIOKafkaProducer
 
-    publisher = KafkaPublisher(settings.bootstrap_servers, settings.telemetry_topic)
-    await publisher.start()
+    from core.telemetry import HEADER_SOURCE, encode
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+    )
+    await producer.start()
     try:
-        for message in messages:
-            await publisher.publish(message)
+        futures = [
+            await producer.send(
+                settings.telemetry_topic,
+                encode(message),
+                key=message.vin.encode(),
+                headers=[(HEADER_SOURCE, b"kafka")],
+            )
+            for message in messages
+        ]
+        await asyncio.gather(*futures)
     finally:
-        await publisher.stop()
+        await producer.stop()

@@ -61,15 +61,24 @@ Stress exposure (integer milliseconds, so batch splits cannot change a sum)
 
 Samples of a vehicle must arrive in time order across batches: a sample not newer than the last
 one seen for its VIN is dropped and counted (``BatteryHealth.dropped_samples``).
+
+Checkpoints
+    :meth:`BatteryHealthTracker.export_state` serialises each vehicle's complete
+    :class:`BatteryHealthState` (closed sessions, the raw samples of the open session, the stress
+    counters and the last sample's state) to msgpack bytes; :meth:`restore_state` loads it into
+    another tracker, which continues exactly as the first would have. The ``BatterySpec`` and
+    the configuration are not stored: a restored state gets the tracker's current ones (closed
+    sessions keep the figures they were computed with).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -78,6 +87,14 @@ import pyarrow.compute as pc
 from core.columns import column as _column
 from core.columns import floats as _floats
 from core.columns import timestamps_ms as _timestamps
+from ubi.trips import (
+    PackedArray,
+    _vin_list,
+    decode_state,
+    encode_state,
+    pack_arrays,
+    unpack_arrays,
+)
 
 __all__ = [
     "BatteryConfig",
@@ -248,6 +265,85 @@ class _Buffers:
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
+BATTERY_STATE_VERSION = 1
+"""Format version of :meth:`BatteryHealthState.to_bytes` bytes."""
+_BATTERY_STATE = "battery"
+_OPEN_LAYOUT = {
+    "ts": "<i8",
+    "soc": "<f8",
+    "current": "<f8",
+    "voltage": "<f8",
+    "temp_mean": "<f8",
+    "temp_max": "<f8",
+    "charging": "|b1",
+    "dc": "|b1",
+    "dc_known": "|b1",
+}
+"""The columns of an open session's samples (those of ``_arrays`` but the odometer)."""
+
+
+class _SessionState(msgspec.Struct, array_like=True, frozen=True):
+    """A :class:`ChargeSession`, field for field (in its order)."""
+
+    start_ms: int
+    end_ms: int
+    samples: int
+    dc: bool
+    soc_start_pct: float
+    soc_end_pct: float
+    charge_ah: float
+    energy_kwh: float
+    mean_power_kw: float
+    mean_cell_temp_c: float
+    residual_pct: float
+    capacity_kwh: float
+    capacity_ah: float
+    soh_energy_pct: float
+    soh_capacity_pct: float
+    sigma_pct: float
+    rejected: str | None
+
+
+class _BatteryVehicleState(msgspec.Struct, array_like=True, frozen=True):
+    sessions: list[_SessionState]
+    open: list[PackedArray] | None
+    """The open session's samples (arrays of :data:`_OPEN_LAYOUT`), None when none is open."""
+    first_ts: int | None
+    last_ts: int | None
+    last_charging: bool
+    last_soc: float
+    last_temp: float
+    deep: bool
+    deep_discharges: int
+    observed_ms: int
+    high_soc_ms: int
+    hot_ms: int
+    dropped: int
+    odometer_m: float | None
+
+
+def _session_state(s: ChargeSession) -> _SessionState:
+    return _SessionState(
+        start_ms=int(s.start_ms),
+        end_ms=int(s.end_ms),
+        samples=int(s.samples),
+        dc=bool(s.dc),
+        soc_start_pct=float(s.soc_start_pct),
+        soc_end_pct=float(s.soc_end_pct),
+        charge_ah=float(s.charge_ah),
+        energy_kwh=float(s.energy_kwh),
+        mean_power_kw=float(s.mean_power_kw),
+        mean_cell_temp_c=float(s.mean_cell_temp_c),
+        residual_pct=float(s.residual_pct),
+        capacity_kwh=float(s.capacity_kwh),
+        capacity_ah=float(s.capacity_ah),
+        soh_energy_pct=float(s.soh_energy_pct),
+        soh_capacity_pct=float(s.soh_capacity_pct),
+        sigma_pct=float(s.sigma_pct),
+        rejected=s.rejected,
+    )
+
+
 class BatteryHealthState:
     """Streaming state of one vehicle. Feed time-ordered batches with :meth:`update`, read the
     result with :meth:`report` (which does not consume anything)."""
@@ -390,6 +486,75 @@ class BatteryHealthState:
     def report(self) -> BatteryHealth:
         return _report(self, self.all_sessions())
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def to_bytes(self) -> bytes:
+        """The complete state as msgpack bytes (format :data:`BATTERY_STATE_VERSION`), without
+        the spec and the configuration."""
+        parts = self._open.parts
+        opened = None
+        if parts:
+            merged = {k: np.concatenate([p[k] for p in parts]) for k in _OPEN_LAYOUT}
+            opened = pack_arrays(merged, _OPEN_LAYOUT)
+        state = _BatteryVehicleState(
+            sessions=[_session_state(s) for s in self.sessions],
+            open=opened,
+            first_ts=None if self.first_ts is None else int(self.first_ts),
+            last_ts=None if self.last_ts is None else int(self.last_ts),
+            last_charging=bool(self._last_charging),
+            last_soc=float(self._last_soc),
+            last_temp=float(self._last_temp),
+            deep=bool(self._deep),
+            deep_discharges=int(self.deep_discharges),
+            observed_ms=int(self.observed_ms),
+            high_soc_ms=int(self.high_soc_ms),
+            hot_ms=int(self.hot_ms),
+            dropped=int(self.dropped),
+            odometer_m=None if self.odometer_m is None else float(self.odometer_m),
+        )
+        return encode_state(_BATTERY_STATE, BATTERY_STATE_VERSION, self.vin, state)
+
+    @classmethod
+    def from_bytes(
+        cls, vin: str, spec: BatterySpec, data: bytes, config: BatteryConfig | None = None
+    ) -> BatteryHealthState:
+        """A state from :meth:`to_bytes`, with this spec and configuration. ``ValueError`` on
+        malformed bytes or an unknown format version."""
+        return cls._from_payload(vin, spec, _decode_battery(vin, data), config)
+
+    @classmethod
+    def _from_payload(
+        cls,
+        vin: str,
+        spec: BatterySpec,
+        payload: _BatteryVehicleState,
+        config: BatteryConfig | None,
+        opened: dict[str, np.ndarray] | None = None,
+    ) -> BatteryHealthState:
+        state = cls(vin, spec, config)
+        state.sessions = [ChargeSession(*msgspec.structs.astuple(s)) for s in payload.sessions]
+        if payload.open is not None:
+            if opened is None:
+                opened = unpack_arrays(payload.open, _OPEN_LAYOUT, f"battery state of {vin!r}")
+            state._open = _Buffers([opened])
+        state.first_ts = payload.first_ts
+        state.last_ts = payload.last_ts
+        state._last_charging = payload.last_charging
+        state._last_soc = payload.last_soc
+        state._last_temp = payload.last_temp
+        state._deep = payload.deep
+        state.deep_discharges = payload.deep_discharges
+        state.observed_ms = payload.observed_ms
+        state.high_soc_ms = payload.high_soc_ms
+        state.hot_ms = payload.hot_ms
+        state.dropped = payload.dropped
+        state.odometer_m = payload.odometer_m
+        return state
+
+
+def _decode_battery(vin: str, data: bytes) -> _BatteryVehicleState:
+    return decode_state(_BATTERY_STATE, BATTERY_STATE_VERSION, vin, data, _BatteryVehicleState)
+
 
 class BatteryHealthTracker:
     """Streaming state of a fleet: routes each VIN's rows to its :class:`BatteryHealthState`.
@@ -426,6 +591,43 @@ class BatteryHealthTracker:
 
     def reports(self) -> dict[str, BatteryHealth]:
         return {vin: state.report() for vin, state in sorted(self.states.items())}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_vins(self) -> list[str]:
+        """The VINs this tracker holds state for (sorted)."""
+        return sorted(self.states)
+
+    def export_state(self, vins: Iterable[str]) -> dict[str, bytes]:
+        """The complete state of these vehicles, one msgpack blob per VIN (see
+        :meth:`BatteryHealthState.to_bytes`); VINs without state are left out."""
+        return {vin: self.states[vin].to_bytes() for vin in _vin_list(vins) if vin in self.states}
+
+    def restore_state(self, states: Mapping[str, bytes]) -> None:
+        """Load states from :meth:`export_state`, replacing those vehicles' in-memory state;
+        each gets the spec the tracker has for its VIN now, and a VIN whose spec is None is
+        skipped (and not tracked afterwards). Raises ``ValueError`` (and changes nothing) when
+        any blob is malformed or of an unknown format version."""
+        decoded: dict[str, tuple[_BatteryVehicleState, dict[str, np.ndarray] | None]] = {}
+        for vin, data in states.items():
+            payload = _decode_battery(vin, data)
+            opened = None
+            if payload.open is not None:
+                opened = unpack_arrays(payload.open, _OPEN_LAYOUT, f"battery state of {vin!r}")
+            decoded[vin] = payload, opened
+        for vin, (payload, opened) in decoded.items():
+            spec = self._spec(vin)
+            if spec is None:
+                self.states.pop(vin, None)
+                continue
+            self.states[vin] = BatteryHealthState._from_payload(
+                vin, spec, payload, self.config, opened
+            )
+
+    def forget(self, vins: Iterable[str]) -> None:
+        """Drop the in-memory state of these vehicles."""
+        for vin in _vin_list(vins):
+            self.states.pop(vin, None)
 
 
 def estimate_battery_health(

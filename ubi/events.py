@@ -39,6 +39,13 @@ and any event still open at the end of a batch, and emits an event only once the
 decide its smoothed values and its end have arrived; :func:`detect_events` is the same detector
 fed one table and flushed. Samples of a vehicle must arrive in time order across batches (older
 ones are dropped and counted in :attr:`EventDetector.late_samples`).
+
+**Checkpoints.** :meth:`EventDetector.export_state` serialises a vehicle's complete state (the
+carried samples, per type the time before which runs are decided, and the start of the last
+counted event per type for the repeat rule) to msgpack bytes; :meth:`EventDetector.restore_state`
+loads it into another detector, which continues exactly as the first would have. The fleet-wide
+counters :attr:`EventDetector.late_samples` and :attr:`EventDetector.suppressed_repeats` are not
+part of it (process-local), nor is the configuration.
 """
 
 from __future__ import annotations
@@ -47,10 +54,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
-from ubi.trips import SPEED, FloatArray, IntArray, floats, timestamps_ms, vehicle_order
+from ubi.trips import (
+    SPEED,
+    FloatArray,
+    IntArray,
+    PackedArray,
+    _vin_list,
+    decode_state,
+    encode_state,
+    floats,
+    pack_arrays,
+    timestamps_ms,
+    unpack_arrays,
+    vehicle_order,
+)
 
 ACCEL_LONGITUDINAL = "Vehicle.Acceleration.Longitudinal"
 ACCEL_LATERAL = "Vehicle.Acceleration.Lateral"
@@ -269,6 +290,28 @@ class _VehicleState:
     """Runs of a type starting before this time were decided in an earlier batch."""
 
 
+EVENT_STATE_VERSION = 1
+"""Format version of :meth:`EventDetector.export_state` bytes."""
+_EVENT_STATE = "events"
+_CARRY_LAYOUT = {
+    "ts": "<i8",
+    "speed": "<f8",
+    "long_raw": "<f8",
+    "lat_raw": "<f8",
+    "heading": "<f8",
+    "accuracy": "<f8",
+}
+assert tuple(_CARRY_LAYOUT) == _SIGNAL_KEYS
+
+
+class _EventVehicleState(msgspec.Struct, array_like=True, frozen=True):
+    carry: list[PackedArray] | None
+    """The carried samples (arrays of :data:`_CARRY_LAYOUT`); None: the vehicle has none."""
+    decided_before_ms: dict[EventType, int]
+    last_counted_ms: dict[EventType, int]
+    """Start of the last counted event per type (repeat suppression)."""
+
+
 @dataclass
 class EventDetector:
     """Streaming detection: :meth:`update` per batch, :meth:`flush` at the end."""
@@ -304,6 +347,69 @@ class EventDetector:
         """Decide every event still open (end of a batch job)."""
         names = sorted(self._vehicles)
         return self._detect(names, [self._vehicles[v].carry for v in names], final=True)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_vins(self) -> list[str]:
+        """The VINs this detector holds state for (sorted)."""
+        return sorted(self._vehicles.keys() | {vin for vin, _ in self._last_counted})
+
+    def export_state(self, vins: Iterable[str]) -> dict[str, bytes]:
+        """The complete state of these vehicles, one msgpack blob per VIN (format
+        :data:`EVENT_STATE_VERSION`); VINs without state are left out. The configuration and
+        the counters :attr:`late_samples` / :attr:`suppressed_repeats` are not included."""
+        out: dict[str, bytes] = {}
+        for vin in _vin_list(vins):
+            state = self._vehicles.get(vin)
+            counted = {
+                t: int(self._last_counted[vin, t])
+                for t in EventType
+                if (vin, t) in self._last_counted
+            }
+            if state is None and not counted:
+                continue
+            payload = _EventVehicleState(
+                carry=None
+                if state is None
+                else pack_arrays({k: getattr(state.carry, k) for k in _SIGNAL_KEYS}, _CARRY_LAYOUT),
+                decided_before_ms={}
+                if state is None
+                else {t: int(state.decided_before_ms[t]) for t in EventType},
+                last_counted_ms=counted,
+            )
+            out[vin] = encode_state(_EVENT_STATE, EVENT_STATE_VERSION, vin, payload)
+        return out
+
+    def restore_state(self, states: Mapping[str, bytes]) -> None:
+        """Load states from :meth:`export_state`, replacing those vehicles' in-memory state.
+        Raises ``ValueError`` (and changes nothing) when any blob is malformed or of an unknown
+        format version."""
+        decoded: dict[str, tuple[_VehicleState | None, dict[EventType, int]]] = {}
+        for vin, data in states.items():
+            payload = decode_state(_EVENT_STATE, EVENT_STATE_VERSION, vin, data, _EventVehicleState)
+            state: _VehicleState | None = None
+            if payload.carry is not None:
+                what = f"event state of VIN {vin!r}"
+                carry = unpack_arrays(payload.carry, _CARRY_LAYOUT, what)
+                if set(payload.decided_before_ms) != set(EventType):
+                    raise ValueError(f"{what}: decided_before_ms must cover every event type")
+                state = _VehicleState(
+                    _Signals(*(carry[k] for k in _SIGNAL_KEYS)),
+                    {t: payload.decided_before_ms[t] for t in EventType},
+                )
+            decoded[vin] = state, dict(payload.last_counted_ms)
+        self.forget(decoded)
+        for vin, (state, counted) in decoded.items():
+            if state is not None:
+                self._vehicles[vin] = state
+            for t, start in counted.items():
+                self._last_counted[vin, t] = start
+
+    def forget(self, vins: Iterable[str]) -> None:
+        """Drop the in-memory state of these vehicles (carried samples and repeat memory)."""
+        for vin in _vin_list(vins):
+            self._vehicles.pop(vin, None)
+            for t in EventType:
+                self._last_counted.pop((vin, t), None)
 
     def _detect(
         self, names: list[str], parts: list[_Signals], *, final: bool

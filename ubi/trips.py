@@ -35,6 +35,16 @@ Hypothesis). A trip is emitted once a sample more than ``end_after_s`` after its
 sample arrives, or on :meth:`TripSegmenter.flush`. Samples of a vehicle must arrive in time
 order across batches; a sample older than the vehicle's newest one already seen is dropped and
 counted in :attr:`TripSegmenter.late_samples`.
+
+**Checkpoints.** :meth:`TripSegmenter.export_state` serialises the complete per-vehicle state
+(the tail samples and the open trip's sums) to compact msgpack bytes (msgspec; numpy arrays as
+raw little-endian bytes with their dtype, so floats round-trip bit for bit, NaN included) and
+:meth:`TripSegmenter.restore_state` loads it into another segmenter, which then continues
+exactly as the first would have. The configuration and time zones are not part of the state
+(they come from the constructor), nor is the fleet-wide :attr:`TripSegmenter.late_samples`
+counter, which stays process-local. The helpers :func:`encode_state` / :func:`decode_state`
+(an envelope ``[kind, version, vin, payload]``) are shared with ``ubi.events`` and
+``ubi.battery``.
 """
 
 from __future__ import annotations
@@ -42,8 +52,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -90,6 +102,90 @@ def local_hours(ts_ms: IntArray, time_zone: str) -> IntArray:
     """Local hour of day (0-23) of epoch-ms timestamps in an IANA time zone (DST-aware)."""
     stamps = pa.array(ts_ms, pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms", tz=time_zone))
     return np.asarray(pc.hour(stamps).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+# -- checkpointable state (shared with ubi.events and ubi.battery) -------------------------------
+class PackedArray(msgspec.Struct, array_like=True, frozen=True):
+    """A 1-D numpy array as its dtype (``<f8``, ``<i8``, ``|b1``) and raw bytes."""
+
+    dtype: str
+    data: bytes
+
+
+class _Envelope(msgspec.Struct, array_like=True, frozen=True):
+    kind: str
+    version: int
+    vin: str
+    payload: msgspec.Raw
+
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+_ENCODER = msgspec.msgpack.Encoder()
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
+_DECODERS: dict[type, msgspec.msgpack.Decoder[object]] = {}
+
+
+def pack_arrays(arrays: Mapping[str, np.ndarray], layout: Mapping[str, str]) -> list[PackedArray]:
+    """The arrays named in ``layout`` (name -> little-endian dtype), in its order, as raw bytes."""
+    return [
+        PackedArray(dtype, np.ascontiguousarray(arrays[name], dtype=dtype).tobytes())
+        for name, dtype in layout.items()
+    ]
+
+
+def unpack_arrays(
+    packed: Sequence[PackedArray], layout: Mapping[str, str], what: str
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`pack_arrays` (fresh, writable arrays of the native dtypes); a
+    ``ValueError`` when the arrays do not match the layout or differ in length."""
+    if len(packed) != len(layout):
+        raise ValueError(f"{what}: {len(packed)} arrays, expected {len(layout)}")
+    out: dict[str, np.ndarray] = {}
+    for (name, dtype), array in zip(layout.items(), packed, strict=True):
+        if array.dtype != dtype:
+            raise ValueError(f"{what}: array {name!r} has dtype {array.dtype!r}, not {dtype!r}")
+        wanted = np.dtype(dtype)
+        if len(array.data) % wanted.itemsize:
+            raise ValueError(f"{what}: array {name!r} is not a whole number of {dtype} items")
+        if wanted.kind == "b" and array.data.translate(None, b"\x00\x01"):
+            raise ValueError(f"{what}: array {name!r} has bytes other than 0/1 for booleans")
+        out[name] = np.frombuffer(array.data, dtype=wanted).astype(wanted.newbyteorder("="))
+    if len({len(v) for v in out.values()}) > 1:
+        raise ValueError(f"{what}: arrays of different lengths")
+    return out
+
+
+def encode_state(kind: str, version: int, vin: str, payload: msgspec.Struct) -> bytes:
+    """One vehicle's state as msgpack bytes: ``[kind, version, vin, payload]``."""
+    raw = msgspec.Raw(_ENCODER.encode(payload))
+    return _ENCODER.encode(_Envelope(kind, version, vin, raw))
+
+
+def decode_state(kind: str, version: int, vin: str, data: bytes, payload: type[_S]) -> _S:
+    """The payload of bytes from :func:`encode_state`; ``ValueError`` on malformed bytes, another
+    kind of state, an unknown format version or a state stored under another VIN."""
+    try:
+        envelope = _ENVELOPE_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"malformed {kind} state for VIN {vin!r}: {exc}") from exc
+    if envelope.kind != kind:
+        raise ValueError(f"VIN {vin!r}: a {envelope.kind!r} state, expected {kind!r}")
+    if envelope.version != version:
+        raise ValueError(
+            f"VIN {vin!r}: unsupported {kind} state format version {envelope.version} "
+            f"(this code reads version {version})"
+        )
+    if envelope.vin != vin:
+        raise ValueError(f"state of VIN {envelope.vin!r} given for VIN {vin!r}")
+    decoder = _DECODERS.get(payload)
+    if decoder is None:
+        decoder = _DECODERS[payload] = msgspec.msgpack.Decoder(payload)
+    try:
+        decoded = decoder.decode(envelope.payload)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"malformed {kind} state for VIN {vin!r}: {exc}") from exc
+    assert isinstance(decoded, payload)
+    return decoded
 
 
 # -- configuration and results --------------------------------------------------------------------
@@ -164,6 +260,90 @@ class _Vehicle:
 
 _TAIL_KEYS = ("ts", "speed", "odo", "limit", "active", "hour")
 
+TRIP_STATE_VERSION = 1
+"""Format version of :meth:`TripSegmenter.export_state` bytes."""
+_TRIP_STATE = "trips"
+_TAIL_LAYOUT = {
+    "ts": "<i8",
+    "speed": "<f8",
+    "odo": "<f8",
+    "limit": "<f8",
+    "active": "|b1",
+    "hour": "<i8",
+}
+
+
+class _OpenTripState(msgspec.Struct, array_like=True, frozen=True):
+    start_ms: int
+    first_odo: float
+    last_odo: float
+    speed_mm: int
+    idle_ms: int
+    moving_ms: int
+    night_ms: int
+    speeding_ms: int
+    posted: bool
+    samples: int
+
+
+class _TripVehicleState(msgspec.Struct, array_like=True, frozen=True):
+    tail: list[PackedArray]
+    """The arrays of :data:`_TAIL_LAYOUT`, in its order."""
+    open: _OpenTripState | None
+
+
+def _export_vehicle(vin: str, vehicle: _Vehicle) -> bytes:
+    trip = vehicle.open
+    state = _TripVehicleState(
+        tail=pack_arrays(vehicle.tail, _TAIL_LAYOUT),
+        open=None
+        if trip is None
+        else _OpenTripState(
+            start_ms=int(trip.start_ms),
+            first_odo=float(trip.first_odo),
+            last_odo=float(trip.last_odo),
+            speed_mm=int(trip.speed_mm),
+            idle_ms=int(trip.idle_ms),
+            moving_ms=int(trip.moving_ms),
+            night_ms=int(trip.night_ms),
+            speeding_ms=int(trip.speeding_ms),
+            posted=bool(trip.posted),
+            samples=int(trip.samples),
+        ),
+    )
+    return encode_state(_TRIP_STATE, TRIP_STATE_VERSION, vin, state)
+
+
+def _restore_vehicle(vin: str, data: bytes) -> _Vehicle:
+    state = decode_state(_TRIP_STATE, TRIP_STATE_VERSION, vin, data, _TripVehicleState)
+    tail = unpack_arrays(state.tail, _TAIL_LAYOUT, f"trip state of VIN {vin!r}")
+    if len(tail["ts"]) == 0:
+        raise ValueError(f"trip state of VIN {vin!r}: empty tail")
+    trip = state.open
+    return _Vehicle(
+        tail,
+        None
+        if trip is None
+        else _Open(
+            start_ms=trip.start_ms,
+            first_odo=trip.first_odo,
+            last_odo=trip.last_odo,
+            speed_mm=trip.speed_mm,
+            idle_ms=trip.idle_ms,
+            moving_ms=trip.moving_ms,
+            night_ms=trip.night_ms,
+            speeding_ms=trip.speeding_ms,
+            posted=trip.posted,
+            samples=trip.samples,
+        ),
+    )
+
+
+def _vin_list(vins: Iterable[str]) -> list[str]:
+    if isinstance(vins, str):
+        raise TypeError("pass an iterable of VINs, not one VIN string")
+    return list(vins)
+
 
 @dataclass
 class TripSegmenter:
@@ -235,6 +415,34 @@ class TripSegmenter:
                 vehicle.tail = {k: v[-1:].copy() for k, v in vehicle.tail.items()}
                 vehicle.tail["active"][:] = False  # its trip is closed: never start another
         return trips
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_vins(self) -> list[str]:
+        """The VINs this segmenter holds state for (sorted)."""
+        return sorted(self._vehicles)
+
+    def export_state(self, vins: Iterable[str]) -> dict[str, bytes]:
+        """The complete state of these vehicles (tail samples and open trip), one msgpack blob
+        per VIN (format :data:`TRIP_STATE_VERSION`); VINs without state are left out. The time
+        zones, the configuration and :attr:`late_samples` are not included."""
+        return {
+            vin: _export_vehicle(vin, self._vehicles[vin])
+            for vin in _vin_list(vins)
+            if vin in self._vehicles
+        }
+
+    def restore_state(self, states: Mapping[str, bytes]) -> None:
+        """Load states from :meth:`export_state`, replacing those vehicles' in-memory state.
+        Raises ``ValueError`` (and changes nothing) when any blob is malformed or of an unknown
+        format version."""
+        restored = {vin: _restore_vehicle(vin, data) for vin, data in states.items()}
+        self._vehicles.update(restored)
+
+    def forget(self, vins: Iterable[str]) -> None:
+        """Drop the in-memory state of these vehicles (e.g. after their partition moved away);
+        a later sample of one starts from scratch unless its state is restored first."""
+        for vin in _vin_list(vins):
+            self._vehicles.pop(vin, None)
 
     # -- one vehicle ----------------------------------------------------------------------------
     def _update_vehicle(self, vin: str, tz: str, new: dict[str, np.ndarray]) -> list[Trip]:

@@ -22,6 +22,9 @@ class Role(StrEnum):
     service_center = "service_center"
     insurer = "insurer"
     partner = "partner"
+    owner = "owner"
+    """A driver or private owner: grants consents and disputes trips for the vehicles linked
+    to it (``vehicle_owner``)."""
     vehicle = "vehicle"
 
 
