@@ -36,6 +36,9 @@ from ubi.worker import jsonable
 
 Kind = Literal["ubi", "battery"]
 CHUNK_ROWS = 200_000
+MAX_ROWS_IN_MEMORY = 20_000_000
+"""Up to this many archive rows are read in one scan; a larger archive is read one Kafka
+partition at a time (a scan per partition)."""
 _ORDER_COLUMNS = ("kafka_partition", "kafka_offset")
 
 
@@ -70,11 +73,19 @@ def columns_for(kind: Kind) -> list[str]:
 
 
 def read_partitions(
-    archive: ParquetArchive, columns: list[str], vins: Iterable[str] | None = None
+    archive: ParquetArchive,
+    columns: list[str],
+    vins: Iterable[str] | None = None,
+    *,
+    max_rows: int = MAX_ROWS_IN_MEMORY,
 ) -> Iterable[pa.Table]:
-    """The archive's rows, one Kafka partition at a time, in arrival order."""
+    """The archive's rows in arrival order: in one table when there are at most ``max_rows``,
+    else one Kafka partition at a time."""
     dataset = archive.dataset()
     vin_filter = ds.field("vin").isin(sorted(vins)) if vins is not None else None
+    if dataset.count_rows(filter=vin_filter) <= max_rows:
+        yield arrival_order(dataset.to_table(columns=columns, filter=vin_filter))
+        return
     partitions = pc.unique(
         dataset.to_table(columns=["kafka_partition"], filter=vin_filter)["kafka_partition"]
     ).to_pylist()
@@ -97,6 +108,7 @@ def score_archive(
     archive: str | None = None,
     vins: Iterable[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    max_rows_in_memory: int = MAX_ROWS_IN_MEMORY,
 ) -> BatchResult:
     """Replay the archive through the ``kind`` analytics and score every vehicle."""
     started = time.perf_counter()
@@ -117,7 +129,8 @@ def score_archive(
             else:
                 tracker = BatteryHealthTracker(reference.spec)
             seen: set[str] = set()
-            for table in read_partitions(store, columns_for(kind), vins):
+            tables = read_partitions(store, columns_for(kind), vins, max_rows=max_rows_in_memory)
+            for table in tables:
                 for chunk in _chunks(table):
                     result.samples += chunk.num_rows
                     new = set(chunk["vin"].unique().to_pylist()) - seen

@@ -37,13 +37,18 @@ CheckOpt = Annotated[
 
 
 def _run(kind: str, archive: str | None, vin: list[str] | None, out: Path | None, check: bool):  # type: ignore[no-untyped-def]
+    import pyarrow.fs as pafs
+
     from core.config import get_settings
-    from ingestion.archive import ParquetArchive
+    from ingestion.archive import DATASET_DIR, ParquetArchive, open_filesystem
     from ubi.batch import check_against_database, score_archive
 
     settings = get_settings()
     location = archive or settings.archive_location
     try:
+        fs, root = open_filesystem(location)
+        if fs.get_file_info(f"{root}/{DATASET_DIR}").type is not pafs.FileType.Directory:
+            fail(f"cannot read the archive at {location}: it has no {DATASET_DIR}/ directory")
         total = ParquetArchive(location).dataset().count_rows()
     except (OSError, ValueError) as exc:
         fail(f"cannot read the archive at {location}: {exc}")

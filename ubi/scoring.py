@@ -254,11 +254,21 @@ class Score:
     """Up to three, most points lost first."""
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready plain types; times as ISO 8601 UTC strings."""
-        return {
-            key: _iso(value) if isinstance(value, dt.datetime) else value
-            for key, value in asdict(self).items()
-        }
+        """JSON-ready plain types; times as ISO 8601 UTC strings (fresh containers: changing
+        the result does not change the score)."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dt.datetime):
+                value = _iso(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            elif f.name == "reasons":
+                value = [asdict(reason) for reason in value]
+            elif isinstance(value, list):
+                value = list(value)
+            out[f.name] = value
+        return out
 
 
 @dataclass(frozen=True)

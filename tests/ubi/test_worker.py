@@ -6,10 +6,12 @@ gives exactly what streaming stored. Plus the arrival gate both paths share."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,10 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlmodel import col, select
+from typer.testing import CliRunner
 
-from core.config import Settings
+from core.cli import app
+from core.config import Settings, get_settings
 from core.db import make_engine, session_scope
 from core.stack_cli import register_fleet
 from core.workers import build_runner
@@ -72,7 +76,9 @@ def stored(settings: Settings, vins: list[str]) -> dict[str, Any]:
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_streaming_survives_a_crash_and_equals_the_archive(settings: Settings) -> None:
+def test_streaming_survives_a_crash_and_equals_the_archive(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     settings = settings.model_copy(update={"ubi_checkpoint_s": 1.0})
     fleet = make_fleet(4, seed=random.randrange(10**6), bev_share=0.75)
     vins = [v.vin for v in fleet]
@@ -135,6 +141,25 @@ def test_streaming_survives_a_crash_and_equals_the_archive(settings: Settings) -
     assert sorted(t for r in ubi.results.values() for t in r["trips"]) == [
         t for t, _ in after["trips"]
     ]
+    # Reading one Kafka partition at a time (a large archive) gives the same.
+    assert score_archive(settings, "ubi", vins=vins, max_rows_in_memory=0).results == ubi.results
+
+    # The command line: the same check, a JSON line per vehicle, and a clear error.
+    monkeypatch.setenv("FLEET_DATABASE_URL", settings.sqlalchemy_url)
+    monkeypatch.setenv("FLEET_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "scores.jsonl"
+        args = ["score", "battery", "--archive", settings.archive_location, "--check"]
+        done = CliRunner().invoke(app, [*args, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        assert "identical to the stored scores" in done.output
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert {line["vin"] for line in lines} == bevs
+        missing = CliRunner().invoke(app, ["score", "ubi", "--archive", str(tmp_path / "nope")])
+        assert missing.exit_code == 1 and "cannot read the archive" in missing.output
+    finally:
+        get_settings.cache_clear()
 
 
 # -- the arrival gate ---------------------------------------------------------------------------
