@@ -110,11 +110,12 @@ class BatterySession(SQLModel, table=True):
     start_at: datetime = Field(sa_type=UtcDateTime, primary_key=True)
     end_at: datetime = Field(sa_type=UtcDateTime)
     dc: bool = Field(sa_type=Boolean)
-    soc_start_pct: float = Field(sa_type=Float)
-    soc_end_pct: float = Field(sa_type=Float)
-    energy_kwh: float = Field(sa_type=Float)
-    soh_energy_pct: float = Field(sa_type=Float)
-    sigma_pct: float = Field(sa_type=Float)
+    soc_start_pct: float | None = Field(default=None, sa_type=Float, nullable=True)
+    soc_end_pct: float | None = Field(default=None, sa_type=Float, nullable=True)
+    energy_kwh: float | None = Field(default=None, sa_type=Float, nullable=True)
+    soh_energy_pct: float | None = Field(default=None, sa_type=Float, nullable=True)
+    sigma_pct: float | None = Field(default=None, sa_type=Float, nullable=True)
+    """Figures a rejected session could not give (too short, implausible) are NULL."""
     rejected: str | None = Field(default=None, sa_type=String(32), nullable=True)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 

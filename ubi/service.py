@@ -9,7 +9,7 @@ the Parquet archive (``ubi/batch.py``), which uses these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -233,6 +233,14 @@ def refresh_period_score(
 
 
 # -- disputes -------------------------------------------------------------------------------------
+def _locked_trip(session: Session, vin: str, trip_id: str) -> UbiTrip:
+    write_lock(session)
+    trip = repository.get_trip(session, trip_id, for_update=True)
+    if trip is None or trip.vin != vin:
+        raise NotFound(f"vehicle {vin} has no trip {trip_id!r}")
+    return trip
+
+
 def dispute_trip(
     session: Session,
     vin: str,
@@ -245,10 +253,7 @@ def dispute_trip(
     """Mark a trip as not driven by the insured driver (a passenger trip); the period score is
     recomputed without it at once. Disputing again is a no-op; 409 if it was disputed for a
     different reason."""
-    write_lock(session)
-    trip = repository.get_trip(session, trip_id, for_update=True)
-    if trip is None or trip.vin != vin:
-        raise NotFound(f"vehicle {vin} has no trip {trip_id!r}")
+    trip = _locked_trip(session, vin, trip_id)
     if trip.disputed_at is not None:
         if trip.dispute_reason != reason:
             raise Conflict(
@@ -275,10 +280,7 @@ def dispute_trip(
 def withdraw_dispute(
     session: Session, vin: str, trip_id: str, *, actor: str, period_days: int
 ) -> tuple[UbiTrip, PeriodScore | None]:
-    write_lock(session)
-    trip = repository.get_trip(session, trip_id, for_update=True)
-    if trip is None or trip.vin != vin:
-        raise NotFound(f"vehicle {vin} has no trip {trip_id!r}")
+    trip = _locked_trip(session, vin, trip_id)
     if trip.disputed_at is not None:
         trip.disputed_at = trip.dispute_reason = trip.disputed_by = None
         session.add(trip)
@@ -291,7 +293,3 @@ def withdraw_dispute(
             details={"trip_id": trip_id},
         )
     return trip, refresh_period_score(session, vin, period_days=period_days)
-
-
-def scores_by_vin(scores: Mapping[str, PeriodScore | None]) -> dict[str, dict[str, Any]]:
-    return {vin: s.as_dict() for vin, s in sorted(scores.items()) if s is not None}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -80,7 +81,7 @@ def jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, float) and value != value:  # NaN
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
@@ -300,8 +301,8 @@ def session_row(vin: str, s: ChargeSession) -> dict[str, Any]:
     }
 
 
-def _finite(value: float) -> float:
-    return value if value == value and abs(value) != float("inf") else -1.0
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def health_row(health: BatteryHealth, residual: ResidualScore) -> dict[str, Any]:
