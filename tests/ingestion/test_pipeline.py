@@ -21,7 +21,9 @@ pytestmark = pytest.mark.kafka
 
 
 def run_archive(settings: Settings, idle_s: float = 3.0) -> dict:
-    runner = build_runner(settings, "archive")
+    # A group of this test's own (its topics are unique): a worker killed by another test
+    # stays a member of the shared "fleet.archive" group until its session times out.
+    runner = build_runner(settings, "archive", group_id=f"archive-{settings.telemetry_topic}")
     stats = asyncio.run(runner.run(until_idle_s=idle_s))
     return stats.as_dict()
 
