@@ -8,10 +8,18 @@ Delivery rules (``docs/topics.md``):
   dead letters (original bytes plus reason headers) and await their acknowledgement, and only
   then commit the offsets the handler reports as durable. A handler that buffers (the Parquet
   archive) reports durability later; nothing is committed before it is stored.
-* A rebalance listener flushes and commits finished work before partitions move.
+* A rebalance listener flushes and commits finished work before partitions move. aiokafka
+  calls it from its coordinator task, so it waits for the batch in hand to finish (one lock
+  around batch handling and the revocation): offsets of a half-processed batch are never
+  committed, and a handler never sees its state reset in the middle of a batch.
 * A limit on the invalid ratio stops a worker instead of dead-lettering a whole bad deploy.
 * SIGTERM (or ``stop()``) drains: the current batch finishes, the handler flushes, offsets are
   committed, the consumer leaves the group.
+
+Observability (``docs/observability.md``): the ``fleet_worker_*`` metrics are updated once per
+batch (and lag once a second), and :meth:`KafkaRunner.serve_ops` makes ``run`` serve
+``/metrics``, ``/healthz`` (the poll loop ran recently) and ``/readyz`` (joined the group,
+coordinator reachable, database answers) while it runs.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +43,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from core.config import Settings
+from core.logging import bind, record_correlation_id
+from core.metrics import OpsServer, WorkerMetrics, database_answers
 from core.telemetry import (
     DLQ_DETAIL,
     DLQ_FAILED_AT,
@@ -191,14 +202,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = set(revoked)
         if revoked:
-            await self.runner.flush_and_commit()
-            await self.runner.handler.on_revoked(revoked)
-            for tp in revoked:
-                self.runner._committed.pop(tp, None)
+            async with self.runner.batch_lock:
+                await self.runner.flush_and_commit()
+                await self.runner.handler.on_revoked(revoked)
+                for tp in revoked:
+                    self.runner._committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = set(assigned)
         self.runner.stats.rebalances += 1
+        self.runner.metrics.rebalances.inc()
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
         if assigned:
             await self.runner.handler.on_assigned(assigned)
@@ -232,9 +245,45 @@ class KafkaRunner:
         self.auto_offset_reset = auto_offset_reset
         self.limit = InvalidRatioLimit(settings.dlq_max_invalid_ratio, settings.dlq_min_messages)
         self._stopping = asyncio.Event()
+        self.batch_lock = asyncio.Lock()
+        """Held while a batch is handled and while a revocation flushes (see the docstring)."""
         self._committed: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.metrics = WorkerMetrics.bind(name)
+        self._lag_partitions: set[tuple[str, int]] = set()
+        self.ops: OpsServer | None = None
+
+    def serve_ops(self, host: str, port: int) -> None:
+        """While ``run`` runs, serve ``/metrics``, ``/healthz`` and ``/readyz`` on
+        ``host:port`` (port 0 picks a free one; see ``ops.bound_port``)."""
+        self.ops = OpsServer(host, port, liveness=self.liveness, readiness=self.readiness)
+
+    async def liveness(self) -> str | None:
+        """None while the poll loop runs (a batch in hand may take a while: the limit is
+        ``worker_liveness_s``)."""
+        last = max(self.stats.last_poll_at, self.stats.started_at)
+        silent = time.time() - last
+        if silent > self.settings.worker_liveness_s:
+            return f"the poll loop has not run for {silent:.0f} s"
+        return None
+
+    async def readiness(self) -> str | None:
+        """None when the consumer joined its group (an assignment, or a member of a group
+        with more members than partitions), its group coordinator is reachable, and the
+        handler's database (if it has one) answers ``SELECT 1``."""
+        consumer = self.consumer
+        if consumer is None or self._stopping.is_set():
+            return "not consuming"
+        coordinator = getattr(consumer, "_coordinator", None)
+        if getattr(coordinator, "coordinator_id", None) is None:
+            return "Kafka group coordinator not reachable"
+        if not consumer.assignment() and getattr(coordinator, "generation", -1) < 0:
+            return "not yet a member of the consumer group"
+        engine = getattr(self.handler, "engine", None)
+        if engine is not None:
+            return await database_answers(engine)
+        return None
 
     def stop(self) -> None:
         """Ask the loop to drain and stop (safe from a signal handler)."""
@@ -243,6 +292,23 @@ class KafkaRunner:
     async def run(self, *, until_idle_s: float | None = None) -> RunnerStats:
         """Run until ``stop()`` (or, for tests and batch jobs, until no record arrived for
         ``until_idle_s`` seconds)."""
+        self.stats.started_at = time.time()
+        if self.ops is not None:
+            await self.ops.start()
+        try:
+            return await self._run(until_idle_s)
+        finally:
+            if self.ops is not None:
+                await self.ops.stop()
+
+    async def run_until_signalled(self) -> RunnerStats:
+        """``run`` until SIGTERM or SIGINT, then drain, commit and stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        return await self.run()
+
+    async def _run(self, until_idle_s: float | None) -> RunnerStats:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
             group_id=self.group_id,
@@ -271,12 +337,14 @@ class KafkaRunner:
                     timeout_ms=self.settings.consumer_poll_timeout_ms, max_records=self.max_records
                 )
                 self.stats.last_poll_at = time.time()
+                self.metrics.last_poll.set(self.stats.last_poll_at)
                 if batch or not self.consumer.assignment():
                     # Idle means "assigned and nothing arrived": a slow group join on a busy
                     # machine does not count.
                     idle_since = time.monotonic()
                 if batch:
-                    await self._handle(batch)
+                    async with self.batch_lock:
+                        await self._handle(batch)
                 elif until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
                     break
                 await self.handler.tick()
@@ -298,6 +366,7 @@ class KafkaRunner:
         return self.stats
 
     async def _handle(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
         count = sum(len(records) for records in batch.values())
         self.stats.consumed += count
         self.stats.batches += 1
@@ -308,6 +377,13 @@ class KafkaRunner:
         self.stats.processed += result.processed
         self.stats.duplicates += result.duplicates
         self.stats.dead_lettered += len(result.dead_letters)
+        self.metrics.record_batch(
+            count,
+            result.processed,
+            result.duplicates,
+            len(result.dead_letters),
+            time.perf_counter() - started,
+        )
 
     async def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         assert self.producer is not None and self.dlq_topic is not None
@@ -330,6 +406,17 @@ class KafkaRunner:
                 )
             )
         await asyncio.gather(*futures)  # durable before the source offsets may be committed
+        for letter in letters:  # rare (the invalid-ratio limit bounds them): one line each
+            record = letter.record
+            with bind(correlation_id=record_correlation_id(record.headers)):
+                log.info(
+                    "dead-lettered %s:%d@%d: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    letter.reason,
+                    extra={"outcome": "dead_lettered", "reason": letter.reason},
+                )
 
     async def commit_durable(self) -> None:
         """Commit, per partition, the offset up to which the handler has stored everything."""
@@ -350,6 +437,7 @@ class KafkaRunner:
             return
         self._committed.update(offsets)
         self.stats.commits += 1
+        self.metrics.commits.inc()
 
     async def flush_and_commit(self) -> None:
         await self.handler.flush()
@@ -358,13 +446,15 @@ class KafkaRunner:
     def _update_lag(self) -> None:
         if self.consumer is None:
             return
-        lag: dict[str, int] = {}
+        lag: dict[tuple[str, int], int] = {}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             committed = self._committed.get(tp)
             if high is not None and committed is not None:
-                lag[f"{tp.topic}:{tp.partition}"] = max(high - committed, 0)
-        self.stats.lag = lag
+                lag[(tp.topic, tp.partition)] = max(high - committed, 0)
+        self.stats.lag = {f"{topic}:{partition}": n for (topic, partition), n in lag.items()}
+        self.metrics.set_lag(lag, self._lag_partitions)
+        self._lag_partitions = set(lag)
 
     def write_stats(self) -> None:
         """Write counters for ``fleet run``/``fleet demo`` status (atomically)."""
