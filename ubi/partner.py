@@ -18,13 +18,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core import audit
 from core.auth.models import AuthenticatedPrincipal
 from core.db import utcnow
 from ubi import consent, pseudonyms
-from ubi.models import BatteryHealthRecord, Purpose, UbiScore
+from ubi.models import (
+    BatteryHealthRecord,
+    Consent,
+    Pseudonym,
+    PseudonymKey,
+    Purpose,
+    UbiScore,
+)
 from ubi.privacy_schemas import (
     BatteryScoreItem,
     EventCounts,
@@ -174,11 +182,28 @@ def _subject(
     """(VIN, consent expiry) of a pseudonym the caller may read for ``purpose`` now."""
     if not re.fullmatch(pseudonyms.PATTERN, pseudonym):
         return None
-    vin = pseudonyms.resolve(session, principal.principal_id, pseudonym)
-    if vin is None:
-        return None
-    expiry = consent.active_expiries(session, principal.principal_id, purpose, now, [vin])
-    return (vin, expiry[vin]) if vin in expiry else None
+    # One query on the hot path: the mapping under a key version still in use, joined with
+    # the caller's active consents for the purpose (latest expiry wins).
+    query = (
+        select(Pseudonym.vin, func.max(Consent.expires_at))
+        .join(PseudonymKey, col(PseudonymKey.version) == col(Pseudonym.key_version))
+        .join(
+            Consent,
+            (col(Consent.vin) == col(Pseudonym.vin))
+            & (col(Consent.grantee_id) == col(Pseudonym.grantee_id)),
+        )
+        .where(
+            Pseudonym.pseudonym == pseudonym,
+            Pseudonym.grantee_id == principal.principal_id,
+            col(PseudonymKey.retired_at).is_(None),
+            Consent.purpose == purpose.value,
+            col(Consent.revoked_at).is_(None),
+            col(Consent.expires_at) > now,
+        )
+        .group_by(col(Pseudonym.vin))
+    )
+    found = session.exec(query).first()
+    return (found[0], found[1]) if found is not None and found[1] is not None else None
 
 
 def _requested(found: tuple[str, datetime] | None) -> list[str]:
