@@ -1,21 +1,32 @@
 """FastAPI app assembly: engine and producer created in the lifespan, routers included, one
-error handler. ``fleet api`` serves ``create_app()`` with uvicorn."""
+error handler, the request-metrics and correlation-id middleware, ``/metrics``, ``/healthz``
+and ``/readyz``. ``fleet api`` serves ``create_app()`` with uvicorn."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings, get_settings
 from core.db import make_engine
 from core.errors import ServiceUnavailable, install_error_handlers
+from core.logging import REQUEST_ID_HEADER, accept_request_id, bind
+from core.metrics import (
+    HTTP_REQUEST_DURATION,
+    UNMATCHED_ROUTE,
+    CampaignCollector,
+    database_answers,
+    exposition,
+)
 from core.responses import OrjsonResponse
 from core.signals import merged_catalog
 
@@ -55,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.producer = ProducerHolder(settings)
         await app.state.producer.start()
+        app.state.metrics_registry = CollectorRegistry(auto_describe=False)
+        app.state.metrics_registry.register(CampaignCollector(app.state.engine))
         gc.freeze()  # start-up objects live forever; spare the collector from scanning them
         try:
             yield
@@ -70,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=OrjsonResponse,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, record_metrics=settings.metrics_enabled)
 
     from core.audit_api import router as audit_router
     from core.auth.api import router as auth_router
@@ -98,21 +112,69 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: database and Kafka reachable")
     async def readyz() -> dict[str, str]:
-        from sqlalchemy import text
-
-        def ping() -> None:
-            with app.state.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-
-        try:
-            await asyncio.to_thread(ping)
-        except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-            raise ServiceUnavailable(f"database not reachable: {exc.__class__.__name__}") from None
+        problem = await database_answers(app.state.engine)
+        if problem is not None:
+            raise ServiceUnavailable(problem)
         if app.state.producer.producer is None:
             raise ServiceUnavailable("Kafka not reachable")
         return {"status": "ready"}
 
+    if settings.metrics_enabled:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            """Prometheus text exposition, unauthenticated like the probes: it carries no
+            VINs or other personal data (``FLEET_METRICS_ENABLED=false`` removes it)."""
+            registry = getattr(app.state, "metrics_registry", None)
+            extra = (registry,) if registry is not None else ()
+            # The campaign collector queries the database: off the event loop.
+            body = await asyncio.to_thread(exposition, *extra)
+            return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     return app
+
+
+class RequestContextMiddleware:
+    """Per request: the correlation id (the caller's ``X-Request-ID`` or a new one) bound for
+    every log line and echoed in the response, and the latency histogram labelled with the
+    matched route's template (``/v1/vehicles/{vin}``), never the raw path."""
+
+    def __init__(self, app: ASGIApp, *, record_metrics: bool = True) -> None:
+        self.app = app
+        self.record_metrics = record_metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+                break
+        correlation_id = accept_request_id(request_id)
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        status = 500
+        header = (REQUEST_ID_HEADER.encode(), correlation_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            with bind(correlation_id=correlation_id):
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if self.record_metrics:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or UNMATCHED_ROUTE
+                HTTP_REQUEST_DURATION.labels(
+                    scope["method"], template, f"{status // 100}xx"
+                ).observe(time.perf_counter() - started)
 
 
 def _merge_openapi_components(app: FastAPI) -> None:
@@ -137,9 +199,9 @@ def _merge_openapi_components(app: FastAPI) -> None:
 
 
 def app_factory() -> FastAPI:
-    """Entry point for ``uvicorn --factory core.app:app_factory``."""
-    with contextlib.suppress(Exception):
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-    return create_app()
+    """Entry point for ``uvicorn --factory core.app:app_factory`` (every uvicorn process)."""
+    from core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

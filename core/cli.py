@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import sys
 from typing import Annotated
 
 import typer
@@ -30,13 +28,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+def _logging(level: str | None = None) -> None:
+    """Text or JSON lines on stderr (``FLEET_LOG_FORMAT``, ``FLEET_LOG_LEVEL``)."""
+    from core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, level or settings.log_level)
 
 
 @app.command()
@@ -45,7 +42,7 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port (default FLEET_API_PORT).")] = None,
     workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (``/metrics``, ``/healthz`` and ``/readyz`` on the same port)."""
     import uvicorn
 
     settings = get_settings()
@@ -56,6 +53,7 @@ def api(
         port=port or settings.api_port,
         workers=workers,
         log_level="warning",
+        log_config=None,  # the factory configures logging (text or JSON) in every process
         access_log=False,
     )
 
@@ -64,19 +62,28 @@ def api(
 def worker(
     name: Annotated[str, typer.Argument(help="Worker name (see `fleet workers`).")],
     group: Annotated[str | None, typer.Option(help="Override the consumer group id.")] = None,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    log_level: Annotated[
+        str | None, typer.Option(help="Log level (default FLEET_LOG_LEVEL).")
+    ] = None,
 ) -> None:
-    """Run one worker until SIGTERM: it drains its batch, commits and leaves the group."""
+    """Run one worker until SIGTERM: it drains its batch, commits and leaves the group.
+    Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``FLEET_METRICS_PORT`` (0: none)."""
+    from core.logging import set_process_context
     from core.runner import DlqLimitExceeded
-    from core.workers import get_worker, run_worker
+    from core.workers import build_runner, get_worker
 
+    set_process_context(worker=name)
     _logging(log_level)
     try:
         get_worker(name)
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
+    settings = get_settings()
+    runner = build_runner(settings, name, group_id=group)
+    if settings.metrics_port:
+        runner.serve_ops(settings.metrics_host, settings.metrics_port)
     try:
-        stats = asyncio.run(run_worker(get_settings(), name, group_id=group))
+        stats = asyncio.run(runner.run_until_signalled())
     except DlqLimitExceeded as exc:
         raise fail(str(exc), code=3) from None
     console.print(f"worker {name} stopped: {json.dumps(stats.as_dict())}")

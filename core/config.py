@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     privacy_interval_s: float = 60.0
     """How often ``fleet privacy run`` (started by ``fleet run``) looks for due work."""
 
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line with the correlation id (the Helm chart sets it)."""
+    log_level: str = "INFO"
+    metrics_enabled: bool = True
+    """Serve ``GET /metrics`` on the API port (unauthenticated; see ``docs/observability.md``)."""
+    metrics_host: str = "127.0.0.1"
+    """Bind address of a worker's metrics and probe server (``0.0.0.0`` in a container)."""
+    metrics_port: int = 9108
+    """Port of a worker's ``/metrics``, ``/healthz`` and ``/readyz``; 0 disables the server.
+    ``fleet run`` gives each child its own port."""
+    worker_liveness_s: float = 120.0
+    """A worker whose poll loop has not run for this long fails ``/healthz``."""
+
     consumer_max_records: int = 2000
     consumer_poll_timeout_ms: int = 500
     dlq_max_invalid_ratio: float = 0.5

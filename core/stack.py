@@ -1,6 +1,11 @@
 """Runs the whole product on one machine: local Kafka, migrated database, the API and the
 workers as child processes, and a simulated fleet; shows a live status; stops everything it
-started. Behind ``fleet run`` (``make run``) and ``fleet demo``."""
+started. Behind ``fleet run`` (``make run``) and ``fleet demo``.
+
+Each worker (and the webhook dispatcher) gets its own ``FLEET_METRICS_PORT`` for ``/metrics``,
+``/healthz`` and ``/readyz``: the first free port from ``FLEET_METRICS_PORT`` (9108) upwards,
+in start order; ``FLEET_METRICS_PORT=0`` gives them none. The API serves its metrics on its
+own port."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +44,7 @@ class ChildProcess:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int = 0
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Stack:
     archive_group: str | None = None
     children: list[ChildProcess] = field(default_factory=list)
     kafka_started_here: bool = False
+    _next_metrics_port: int = 0
 
     # -- environment -------------------------------------------------------------------------
     def child_env(self) -> dict[str, str]:
@@ -61,8 +69,19 @@ class Stack:
             FLEET_ARCHIVE_ROLL_SECONDS=str(s.archive_roll_seconds),
             FLEET_API_PORT=str(s.api_port),
             FLEET_API_HOST=s.api_host,
+            FLEET_METRICS_PORT="0",  # per child: see spawn(..., metrics=True)
         )
         return env
+
+    def metrics_port(self) -> int:
+        """The next free metrics port (0 when ``FLEET_METRICS_PORT=0``)."""
+        if not self.settings.metrics_port:
+            return 0
+        port = max(self._next_metrics_port, self.settings.metrics_port)
+        while port_in_use(self.settings.metrics_host, port):
+            port += 1
+        self._next_metrics_port = port + 1
+        return port
 
     def start_kafka(self) -> str:
         if not self.settings.kafka_is_local:
@@ -86,19 +105,23 @@ class Stack:
         asyncio.run(ensure_topics(self.settings.bootstrap_servers, product_topics(self.settings)))
 
     # -- child processes ---------------------------------------------------------------------
-    def spawn(self, name: str, args: Sequence[str]) -> ChildProcess:
+    def spawn(self, name: str, args: Sequence[str], *, metrics: bool = False) -> ChildProcess:
+        """Start ``fleet ARGS`` as a child; ``metrics``: give it its own metrics port."""
         log_dir = self.settings.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log = log_dir / f"{name}.log"
+        env = self.child_env()
+        port = self.metrics_port() if metrics else 0
+        env["FLEET_METRICS_PORT"] = str(port)
         process = subprocess.Popen(
             [sys.executable, "-c", "from core.cli import main; main()", *args],
-            env=self.child_env(),
+            env=env,
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to us; we stop children in order
         )
-        child = ChildProcess(name, process, log)
+        child = ChildProcess(name, process, log, port)
         self.children.append(child)
         return child
 
@@ -121,8 +144,14 @@ class Stack:
             args = ["worker", name]
             if name == "archive" and self.archive_group:
                 args += ["--group", self.archive_group]
-            self.spawn(f"worker-{name}", args)
+            self.spawn(f"worker-{name}", args, metrics=True)
         console.print(f"workers: {', '.join(names)}")
+
+    def print_metrics_endpoints(self) -> None:
+        host = self.settings.metrics_host
+        served = [f"{c.name} :{c.metrics_port}" for c in self.children if c.metrics_port]
+        if served:
+            console.print(f"metrics and probes (http://{host}:PORT/metrics): {', '.join(served)}")
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM every child (workers drain and commit), then the local broker if ours."""
@@ -156,6 +185,12 @@ class Stack:
 
     def dead_children(self) -> list[ChildProcess]:
         return [c for c in self.children if c.process.poll() is not None]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host if host not in ("", "0.0.0.0") else "127.0.0.1", port)) == 0
 
 
 def tail(path: Path, lines: int = 20) -> str:

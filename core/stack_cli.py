@@ -307,10 +307,11 @@ def _stack_session(
             console.print(f"OTA: repositories created, keys in {settings.ota_keys_location}")
         stack.start_workers(list(workers))
         if "services" in workers:
-            stack.spawn("webhooks", ["services", "deliver"])
+            stack.spawn("webhooks", ["services", "deliver"], metrics=True)
         if "ubi" in workers:
             stack.spawn("privacy", ["privacy", "run"])
         api_url = stack.start_api()
+        stack.print_metrics_endpoints()
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
 

@@ -14,6 +14,11 @@ restarted worker restores a vehicle's state when it first sees it and replays th
 the checkpoint, which gives the same events again. DTC episodes carry their own replay
 watermark and are stored with every batch. The status only moves forward in event time, so a
 replay leaves it as it is.
+
+A finding carries the correlation id of its vehicle's newest record in the batch that raised it
+(that record's ``correlation_id`` header, else its ``message_id``) as its own
+``correlation_id`` header, so the services worker logs the booking under the original id.
+Findings of silent vehicles (aged-out DTCs) have none.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from core.config import Settings
 from core.db import session_scope, utcnow
+from core.logging import HEADER_CORRELATION_ID, bind, record_correlation_id
 from core.runner import HandlerResult
 from core.vehicles import repository as vehicles_repository
 from core.vehicles.status import StatusUpdate, latest_status, merge
@@ -47,6 +54,14 @@ DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 FINDING_VERSION = 1
 EXPIRE_EVERY_S = 300.0
 _ENDED = (DtcState.CLEARED, DtcState.AGED_OUT)
+_encode = msgspec.json.Encoder().encode
+
+
+class _MessageId(msgspec.Struct):
+    message_id: str
+
+
+_message_id = msgspec.json.Decoder(_MessageId).decode
 
 
 def _dt(ms: int) -> datetime:
@@ -92,7 +107,7 @@ class DiagnosticsHandler(TelemetryTableHandler):
                 found = {e.vin for e in dtcs.events} | {a.vin for a in alarms}
                 status = {vin: self.status[vin] for vin in found if vin in self.status}
                 await asyncio.to_thread(self._store, dtcs, alarms, status)
-                await self._publish(dtcs.events, alarms)
+                await self._publish(dtcs.events, alarms, _correlation_ids(batch, found))
         return HandlerResult(processed=decoded.records - decoded.skipped)
 
     async def tick(self) -> None:
@@ -197,9 +212,60 @@ class DiagnosticsHandler(TelemetryTableHandler):
 
     # -- findings topic -------------------------------------------------------------------
 
-    async def _publish(self, dtc_events: list[DtcEvent], alarms: list[AlarmEvent]) -> None:
-        findings = [*map(_dtc_finding, dtc_events), *map(_alarm_finding, alarms)]
-        self.findings += await self.publish(self.settings.findings_topic, findings)
+    async def _publish(
+        self,
+        dtc_events: list[DtcEvent],
+        alarms: list[AlarmEvent],
+        correlation: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send the findings keyed by VIN, each with its vehicle's correlation id, and wait
+        until all are acknowledged."""
+        assert self.producer is not None
+        correlation = correlation or {}
+        futures = []
+        for vin, value in [*map(_dtc_finding, dtc_events), *map(_alarm_finding, alarms)]:
+            cid = correlation.get(vin)
+            headers = [(HEADER_CORRELATION_ID, cid.encode())] if cid else None
+            futures.append(
+                await self.producer.send(
+                    self.settings.findings_topic, _encode(value), key=vin.encode(), headers=headers
+                )
+            )
+            if log.isEnabledFor(logging.DEBUG):
+                with bind(correlation_id=cid, vin=vin):
+                    log.debug(
+                        "finding %s %s published",
+                        value["kind"],
+                        value["event"],
+                        extra={"outcome": "finding", "finding_id": value["finding_id"]},
+                    )
+        await asyncio.gather(*futures)
+        self.findings += len(futures)
+
+
+def _correlation_ids(
+    batch: Mapping[TopicPartition, Sequence[ConsumerRecord]], vins: set[str]
+) -> dict[str, str]:
+    """Per VIN with findings: the correlation id of its newest record in the batch (only
+    those records are looked at, and only when there are findings)."""
+    keys = {vin.encode(): vin for vin in vins}
+    newest: dict[str, ConsumerRecord] = {}
+    for records in batch.values():
+        for record in records:
+            vin = keys.get(record.key) if record.key is not None else None
+            if vin is not None and (vin not in newest or record.timestamp >= newest[vin].timestamp):
+                newest[vin] = record
+    ids: dict[str, str] = {}
+    for vin, record in newest.items():
+        cid = record_correlation_id(record.headers)
+        if cid is None and record.value:
+            try:
+                cid = _message_id(record.value).message_id  # produced by the vehicle itself
+            except msgspec.MsgspecError:
+                continue
+        if cid:
+            ids[vin] = cid
+    return ids
 
 
 def _episode_row(

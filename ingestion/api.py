@@ -4,10 +4,14 @@ A vehicle posts a batch of samples for its own VIN (JSON, optionally gzip-compre
 answer is 202 only after Kafka acknowledged the write (idempotent producer, acks=all); bad input
 gets a 4xx with per-field errors; 503 when Kafka cannot take the write in time (a retry with the
 same ``message_id`` is safe: downstream sinks are idempotent on ``(vin, message_id)``).
+
+Every record carries the request's correlation id (``X-Request-ID`` or a generated one, see
+``core.app.RequestContextMiddleware``) as the ``correlation_id`` header.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from typing import Annotated
@@ -17,11 +21,13 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from core.auth.deps import VehicleAuth
 from core.errors import Forbidden, PayloadTooLarge, ValidationFailed
+from core.logging import HEADER_CORRELATION_ID, correlation_id, new_correlation_id
 from core.responses import OrjsonResponse
 from core.telemetry import HEADER_RECEIVED_AT, HEADER_SOURCE, TelemetryMessage, decode
 from ingestion.producer import ProducerHolder
 from ingestion.validation import FastValidator, Validator, decode_errors
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["telemetry"])
 
 # The body is read raw (gzip, size limits, msgspec decoding), so its schema is declared here and
@@ -150,10 +156,27 @@ async def ingest_telemetry(
                 }
             ]
         )
-    headers = [(HEADER_SOURCE, b"http"), (HEADER_RECEIVED_AT, str(now_ms).encode())]
+    request_id = correlation_id() or new_correlation_id()
+    headers = [
+        (HEADER_SOURCE, b"http"),
+        (HEADER_RECEIVED_AT, str(now_ms).encode()),
+        (HEADER_CORRELATION_ID, request_id.encode()),
+    ]
     metadata = await producer.send_and_wait(
         settings.telemetry_topic, body, message.vin.encode(), headers, settings.produce_timeout_s
     )
+    # DEBUG: one line per message is too much for a fleet at INFO; the id reaches the
+    # workers' outcome lines through the record header either way.
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "telemetry accepted",
+            extra={
+                "vin": message.vin,
+                "message_id": message.message_id,
+                "partition": metadata.partition,
+                "offset": metadata.offset,
+            },
+        )
     return OrjsonResponse(
         {
             "message_id": message.message_id,

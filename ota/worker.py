@@ -6,6 +6,9 @@ soon (the Image repository's snapshot and timestamp, the Director's per-vehicle 
 A report is JSON ``{"vin", "report_id", "campaign_id", "ecu_id", "attempt", "seq", "state",
 "error_code"?, "detail"?}`` keyed by VIN; one that breaks this contract, names an install that
 does not exist, or whose key is not its VIN goes to ``ota.dlq`` with the reason.
+
+Every applied report is logged after the commit with its correlation id (the record's
+``correlation_id`` header, else its ``report_id``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlmodel import Session, select
 from core.config import Settings
 from core.db import make_engine, session_scope
 from core.errors import NotFound
+from core.logging import bind, record_correlation_id
 from core.runner import BatchHandler, DeadLetter, HandlerResult
 from ota import campaigns
 from ota.models import Campaign, CampaignState, CampaignVehicle
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 
 TRANSACTION_ATTEMPTS = 3
 GATES_EVERY_S = 30.0
+
+_Applied = tuple[str, str, campaigns.ReportIn, str]
+"""(correlation id, VIN, report, the install record's state after it)."""
 
 
 class OtaHandler(BatchHandler):
@@ -71,28 +78,45 @@ class OtaHandler(BatchHandler):
                     raise
                 log.warning("report batch retried: %s", exc.orig)
                 time.sleep(0.1 * attempt)
+        for cid, vin, report, state in applied:  # committed: log what happened
+            with bind(correlation_id=cid, vin=vin):
+                log.info(
+                    "install report %s applied: campaign %s ECU %s now %s",
+                    report.report_id,
+                    report.campaign_id,
+                    report.ecu_id,
+                    state,
+                    extra={"outcome": "report_applied", "campaign_id": str(report.campaign_id)},
+                )
         try:
             campaigns.evaluate_later(self.engine, self.settings, touched)
         except Exception:  # noqa: BLE001 - the reports are stored; run_gates catches up
             log.exception("gate evaluation after a report batch failed")
-        return dead, applied
+        return dead, len(applied)
 
-    def _apply_once(self, records: list[ConsumerRecord]) -> tuple[list[DeadLetter], int, list[Any]]:
+    def _apply_once(
+        self, records: list[ConsumerRecord]
+    ) -> tuple[list[DeadLetter], list[_Applied], list[Any]]:
         dead: list[DeadLetter] = []
-        applied = 0
+        applied: list[_Applied] = []
         touched: set[Any] = set()
         with session_scope(self.engine) as session:
             for record in records:
                 try:
                     vin, report = _decode(record)
-                    result, campaign = campaigns.apply_report(session, self.settings, vin, report)
+                    cid = record_correlation_id(record.headers) or report.report_id
+                    with bind(correlation_id=cid, vin=vin):
+                        result, campaign = campaigns.apply_report(
+                            session, self.settings, vin, report
+                        )
                 except _BadReport as exc:
                     dead.append(DeadLetter(record, exc.reason, exc.detail))
                     continue
                 except NotFound as exc:
                     dead.append(DeadLetter(record, "unknown_install", str(exc.detail)))
                     continue
-                applied += result.applied
+                if result.applied:
+                    applied.append((cid, vin, report, result.state))
                 if campaign is not None and result.applied:
                     touched.add(campaign.id)
         return dead, applied, sorted(touched)

@@ -10,6 +10,10 @@ operator can replay it.
 The engine is synchronous, so database calls run in a thread; each attempt is recorded in its
 own short transaction right after its HTTP call, and no transaction is open during one. Several
 dispatchers can run at once (``FOR UPDATE SKIP LOCKED`` and a lease; see ``services.outbox``).
+
+``fleet services deliver`` counts attempts in ``fleet_webhook_attempts_total`` and serves
+``/metrics``, ``/healthz`` (the loop ran within ``worker_liveness_s``) and ``/readyz`` (the
+database answers) on ``FLEET_METRICS_PORT`` like a worker.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from sqlalchemy.engine import Engine
 
 from core.config import Settings
 from core.db import make_engine, session_scope, utcnow
+from core.logging import configure_logging
+from core.metrics import WEBHOOK_ATTEMPTS, OpsServer, database_answers
 from services import outbox
 from services.models import ServiceCenter, WebhookEvent
 from services.webhooks import signature_headers
@@ -97,6 +103,12 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._clock = clock
         self._center_ids = None if center_ids is None else frozenset(center_ids)
+        self.last_loop_at = time.time()
+        """When ``run`` last started a round (liveness)."""
+        self._attempt_outcomes = {
+            outcome: WEBHOOK_ATTEMPTS.labels(outcome)
+            for outcome in ("delivered", "failed", "dead", "superseded")
+        }
 
     async def __aenter__(self) -> Dispatcher:
         return self
@@ -140,6 +152,7 @@ class Dispatcher:
         )
         logged, logged_at = replace(self.stats), time.monotonic()
         while not stop.is_set():
+            self.last_loop_at = time.time()
             try:
                 attempts = await self.run_once()
             except Exception:
@@ -257,6 +270,10 @@ class Dispatcher:
         applied: bool,
     ) -> None:
         self.stats.attempts += 1
+        outcome = "superseded" if not applied else "delivered" if delivered else "failed"
+        self._attempt_outcomes[outcome].inc()
+        if applied and dead:
+            self._attempt_outcomes["dead"].inc()
         if not applied:
             self.stats.superseded += 1
             log.warning(
@@ -318,6 +335,8 @@ async def deliver_until_idle(
 
 def run_dispatcher(settings: Settings) -> None:
     """Entry of the CLI command: deliver webhooks until SIGTERM or SIGINT."""
+    if settings.log_format == "json":  # the command set up text logging; JSON wins
+        configure_logging("json", logging.getLevelName(logging.getLogger().getEffectiveLevel()))
     asyncio.run(_serve(settings))
 
 
@@ -328,10 +347,31 @@ async def _serve(settings: Settings) -> None:
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    ops: OpsServer | None = None
     try:
         async with Dispatcher(settings, engine) as dispatcher:
+
+            async def liveness() -> str | None:
+                silent = time.time() - dispatcher.last_loop_at
+                if silent > settings.worker_liveness_s:
+                    return f"the dispatch loop has not run for {silent:.0f} s"
+                return None
+
+            async def readiness() -> str | None:
+                return await database_answers(engine)
+
+            if settings.metrics_port:
+                ops = OpsServer(
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    liveness=liveness,
+                    readiness=readiness,
+                )
+                await ops.start()
             await dispatcher.run(stop)
     finally:
+        if ops is not None:
+            await ops.stop()
         for sig in signals:
             loop.remove_signal_handler(sig)
         engine.dispose()

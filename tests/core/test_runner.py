@@ -76,10 +76,20 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> 
 
 
 def make_runner(bootstrap: str, topic: str, group: str, stored: list) -> KafkaRunner:
-    settings = Settings(kafka_bootstrap_servers=bootstrap, consumer_poll_timeout_ms=200,
-                        dlq_min_messages=50, dlq_max_invalid_ratio=0.5)
-    return KafkaRunner(settings, name="test", topics=[topic], group_id=group,
-                       handler=RecordingHandler(stored), dlq_topic=f"{topic}.dlq")
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        consumer_poll_timeout_ms=200,
+        dlq_min_messages=50,
+        dlq_max_invalid_ratio=0.5,
+    )
+    return KafkaRunner(
+        settings,
+        name="test",
+        topics=[topic],
+        group_id=group,
+        handler=RecordingHandler(stored),
+        dlq_topic=f"{topic}.dlq",
+    )
 
 
 @pytest.mark.kafka

@@ -26,15 +26,38 @@ def test_demo_prints_counts_that_add_up(kafka_bootstrap: str, tmp_path: Path) ->
         "FLEET_TOPIC_PARTITIONS": "3",
     }
     result = subprocess.run(
-        [sys.executable, "-c", "from core.cli import main; main()", "demo",
-         "--vehicles", "12", "--duration", "12", "--malformed-rate", "0.05",
-         "--duplicate-rate", "0.05", "--kafka-share", "0.5"],
-        env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-c",
+            "from core.cli import main; main()",
+            "demo",
+            "--vehicles",
+            "12",
+            "--duration",
+            "12",
+            "--malformed-rate",
+            "0.05",
+            "--duplicate-rate",
+            "0.05",
+            "--kafka-share",
+            "0.5",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("vehicles", "messages_sent", "messages_accepted", "messages_archived",
-                "dead_lettered", "duplicates_dropped", "elapsed_s"):
+    for key in (
+        "vehicles",
+        "messages_sent",
+        "messages_accepted",
+        "messages_archived",
+        "dead_lettered",
+        "duplicates_dropped",
+        "elapsed_s",
+    ):
         assert key in counts
     assert counts["vehicles"] == 12
     assert counts["messages_archived"] > 0
