@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install demo bench lint clean loadtest
+.PHONY: run test install demo bench lint clean loadtest helm-check
 
 # rustup installs cargo here; the native decoder (native/) is built by `pip install`.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -33,11 +33,15 @@ demo: $(STAMP)
 
 ## Throughput benchmarks (JSON lines with ratios against baselines measured in the same run).
 bench: $(STAMP)
-	$(BIN)/python -m loadtest.bench_ingest
+	$(BIN)/python -m loadtest.bench_all
 
 ## Locust load test: a seeded local stack, mixed users for about 60 s; fails on loadtest/thresholds.py.
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.run_locust --seconds 60 --users 50 --spawn-rate 10
+
+## The Helm chart, checked offline (helm is built with go install and cached on the first run).
+helm-check: $(STAMP)
+	bash helm/check.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -309,7 +309,7 @@ def _stack_session(
         if "services" in workers:
             stack.spawn("webhooks", ["services", "deliver"], metrics=True)
         if "ubi" in workers:
-            stack.spawn("privacy", ["privacy", "run"])
+            stack.spawn("privacy", ["privacy", "run"], metrics=True)
         api_url = stack.start_api()
         stack.print_metrics_endpoints()
         rates: list[tuple[float, int]] = []

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import zlib
 from collections.abc import Iterable
@@ -436,10 +437,38 @@ def run_privacy_jobs(
 async def privacy_loop(settings: Settings, stop: asyncio.Event) -> None:
     """Run the privacy job every ``privacy_interval_s`` until ``stop`` is set (in a thread;
     errors are logged and the next round runs as usual)."""
+    from core.metrics import OpsServer, database_answers
+
     engine = make_engine(settings)
+    rounds = {"running": False, "ended_at": time.monotonic()}
+
+    async def liveness() -> str | None:
+        # A round may run long (an erasure rewrites archive files); between rounds the loop
+        # must come back within the interval.
+        silent = time.monotonic() - float(rounds["ended_at"])
+        if (
+            not rounds["running"]
+            and silent > settings.privacy_interval_s + settings.worker_liveness_s
+        ):
+            return f"the privacy loop has not run for {silent:.0f} s"
+        return None
+
+    async def readiness() -> str | None:
+        return await database_answers(engine)
+
+    ops = (
+        OpsServer(
+            settings.metrics_host, settings.metrics_port, liveness=liveness, readiness=readiness
+        )
+        if settings.metrics_port
+        else None
+    )
+    if ops is not None:
+        await ops.start()
     log.info("privacy job started: every %.0f s", settings.privacy_interval_s)
     try:
         while not stop.is_set():
+            rounds["running"] = True
             try:
                 report = await asyncio.to_thread(run_privacy_jobs, settings, engine=engine)
                 failed = [e for e in report["erasures"] if e["error"]]
@@ -447,8 +476,12 @@ async def privacy_loop(settings: Settings, stop: asyncio.Event) -> None:
                     log.warning("%d erasure(s) failed and stay pending", len(failed))
             except Exception:
                 log.exception("privacy job failed; retrying in %.0f s", settings.privacy_interval_s)
+            finally:
+                rounds["running"], rounds["ended_at"] = False, time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.privacy_interval_s)
     finally:
+        if ops is not None:
+            await ops.stop()
         engine.dispose()
         log.info("privacy job stopped")

@@ -4,6 +4,7 @@ vehicles are untouched, and a crash part-way is finished by the next run."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -385,3 +386,35 @@ def test_cli_erase_and_list(
     assert vin not in archive_vins(world["archive"])
     listed = runner.invoke(privacy_cli.privacy_app, ["requests", "--vin", vin])
     assert listed.exit_code == 0 and "done" in listed.output
+
+
+def test_the_privacy_loop_serves_probes_and_stops(settings: Settings) -> None:
+    import asyncio
+
+    import httpx
+
+    from ubi.erasure import privacy_loop
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        free = probe.getsockname()[1]
+    configured = settings.model_copy(update={"metrics_port": free, "privacy_interval_s": 0.2})
+
+    async def scenario() -> tuple[int, int, str]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(privacy_loop(configured, stop))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free}") as client:
+            for _ in range(50):
+                try:
+                    live = await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            ready = await client.get("/readyz")
+            metrics = await client.get("/metrics")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return live.status_code, ready.status_code, metrics.text
+
+    live, ready, metrics = asyncio.run(scenario())
+    assert (live, ready) == (200, 200)
+    assert "# HELP" in metrics
