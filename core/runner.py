@@ -10,8 +10,9 @@ Delivery rules (``docs/topics.md``):
   archive) reports durability later; nothing is committed before it is stored.
 * A rebalance listener flushes and commits finished work before partitions move. aiokafka
   calls it from its coordinator task, so it waits for the batch in hand to finish (one lock
-  around batch handling and the revocation): offsets of a half-processed batch are never
-  committed, and a handler never sees its state reset in the middle of a batch.
+  around batch handling, the handler's tick and commit, and the revocation): offsets of a
+  half-processed batch are never committed, and a handler never sees a checkpoint or its state
+  reset in the middle of a batch.
 * A limit on the invalid ratio stops a worker instead of dead-lettering a whole bad deploy.
 * SIGTERM (or ``stop()``) drains: the current batch finishes, the handler flushes, offsets are
   committed, the consumer leaves the group.
@@ -246,7 +247,8 @@ class KafkaRunner:
         self.limit = InvalidRatioLimit(settings.dlq_max_invalid_ratio, settings.dlq_min_messages)
         self._stopping = asyncio.Event()
         self.batch_lock = asyncio.Lock()
-        """Held while a batch is handled and while a revocation flushes (see the docstring)."""
+        """Held while a batch is handled, during tick and commit, and while a revocation
+        flushes (see the docstring)."""
         self._committed: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -347,8 +349,9 @@ class KafkaRunner:
                         await self._handle(batch)
                 elif until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
                     break
-                await self.handler.tick()
-                await self.commit_durable()
+                async with self.batch_lock:
+                    await self.handler.tick()
+                    await self.commit_durable()
                 if time.monotonic() - last_stats > 1.0:
                     last_stats = time.monotonic()
                     self._update_lag()
@@ -358,6 +361,9 @@ class KafkaRunner:
             self._update_lag()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
+            # A stopped consumer owns no partition: its lag series go (the stats keep the last).
+            self.metrics.set_lag({}, self._lag_partitions)
+            self._lag_partitions = set()
             if self.producer:
                 with contextlib.suppress(Exception):
                     await self.producer.stop()

@@ -141,8 +141,8 @@ class DiagnosticsHandler(TelemetryTableHandler):
     async def checkpoint(self) -> None:
         """Store the rule state and the status of the vehicles seen since the last checkpoint
         (one transaction); then their offsets may be committed."""
-        # Snapshot offsets and what they produced together, before the first await: the
-        # rebalance listener may run this concurrently with process().
+        # Snapshot offsets and what they produced together, before the first await (the
+        # runner's batch_lock keeps process() and a rebalance's flush from interleaving).
         pending = self.pending_offsets()
         touched, self.touched = self.touched, set()
         status, self.status = self.status, {}

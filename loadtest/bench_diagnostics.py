@@ -18,32 +18,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
-import logging
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from core.config import Settings
 from loadtest import loadgen
 from loadtest.bench_ingest import (
-    Cleanup,
-    _on_sigterm,
+    bench_kafka,
+    bench_settings,
+    bench_workspace,
     broker_pid,
     console,
     consume_baseline,
-    machine_info,
+    machine_record,
     prefill,
     run_bounded,
     say,
-    start_kafka,
     stop_after,
     wait_quiet,
 )
@@ -102,45 +96,28 @@ def main(argv: list[str] | None = None) -> int:
         console.quiet = True
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     loadavg = os.getloadavg()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-    cleanup = Cleanup()
-    atexit.register(cleanup.run)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-diag-"))
-    if not args.keep:
-        cleanup.push("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+    cleanup, tmp = bench_workspace(args.keep, "fleet-bench-diag-")
     result: dict[str, Any] = {"benchmark": "diagnostics"}
     errors: list[str] = []
     started = time.perf_counter()
     try:
         base = Settings()
-        bootstrap = args.bootstrap or base.kafka_bootstrap_servers
-        kafka_version = "external"
-        if not bootstrap:
-            say("starting a local Kafka broker")
-            bootstrap, kafka_version = start_kafka(base, tmp, cleanup, timeout_s=120.0)
+        bootstrap, kafka_version = bench_kafka(args.bootstrap, base, tmp, cleanup)
         suffix = f"bench-{uuid.uuid4().hex[:8]}"
-        settings = base.model_copy(update={
-            "data_dir": tmp,
-            "database_url": f"sqlite:///{tmp / 'fleet.db'}",
-            "kafka_bootstrap_servers": bootstrap,
-            "telemetry_topic": f"telemetry.v1.{suffix}",
-            "telemetry_dlq_topic": f"telemetry.dlq.{suffix}",
-            "findings_topic": f"diagnostics.findings.v1.{suffix}",
-            "topic_partitions": 6,
-        })
+        settings = bench_settings(
+            base, tmp, bootstrap,
+            telemetry_topic=f"telemetry.v1.{suffix}",
+            telemetry_dlq_topic=f"telemetry.dlq.{suffix}",
+            findings_topic=f"diagnostics.findings.v1.{suffix}",
+            topic_partitions=6,
+        )  # fmt: skip
         from core.db import upgrade
         from core.localkafka import ensure_topics
 
         topics = {settings.telemetry_topic: 6, settings.findings_topic: 6}
         asyncio.run(ensure_topics(bootstrap, topics))
         upgrade(settings)
-        result["machine"] = machine_info(kafka_version, loadavg)
-        if quiet is not None:
-            result["machine"]["quiet_wait"] = {"waited_s": round(quiet[0], 1),
-                                               "busy_pct": quiet[1]}
+        result["machine"] = machine_record(kafka_version, loadavg, quiet)
         watch = {"bench": os.getpid(), **({"broker": pid} if (pid := broker_pid(tmp)) else {})}
         n = args.messages
         vehicles = max(1, min(1000, n // 50))

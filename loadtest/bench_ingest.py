@@ -113,6 +113,60 @@ def wait_quiet(limit_s: float, busy_max: float = 25.0) -> tuple[float, float | N
         say(f"machine {busy:.0f}% busy (other processes); waiting for it to calm down")
 
 
+def bench_workspace(keep: bool, prefix: str) -> tuple[Cleanup, Path]:
+    """What every broker benchmark sets up first: quiet Kafka client logs, a cleanup stack run
+    at exit and on SIGTERM, and a temp dir (removed at the end unless ``keep``)."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # A fresh broker creates __consumer_offsets on the first join; aiokafka logs that retry.
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
+    cleanup = Cleanup()
+    atexit.register(cleanup.run)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    if keep:
+        say(f"keeping {tmp}")
+    else:
+        cleanup.push("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+    return cleanup, tmp
+
+
+def bench_kafka(
+    requested: str | None, base: Settings, tmp: Path, cleanup: Cleanup
+) -> tuple[str, str]:
+    """(bootstrap, Kafka version): the requested or configured cluster ("external"), else a
+    local broker started for this run."""
+    bootstrap = requested or base.kafka_bootstrap_servers
+    if bootstrap:
+        say(f"using Kafka at {bootstrap}")
+        return bootstrap, "external"
+    say("starting a local Kafka broker")
+    return start_kafka(base, tmp, cleanup, timeout_s=120.0)
+
+
+def bench_settings(base: Settings, tmp: Path, bootstrap: str, **overrides: Any) -> Settings:
+    """Settings of a benchmark run: everything under ``tmp``, a SQLite database there."""
+    return base.model_copy(update={
+        "data_dir": tmp,
+        "database_url": f"sqlite:///{tmp / 'fleet.db'}",
+        "kafka_bootstrap_servers": bootstrap,
+        **overrides,
+    })
+
+
+def machine_record(
+    kafka_version: str,
+    loadavg: tuple[float, float, float],
+    quiet: tuple[float, float | None] | None,
+) -> dict[str, Any]:
+    """:func:`machine_info` plus how long the run waited for a quiet machine."""
+    machine = machine_info(kafka_version, loadavg)
+    if quiet is not None:
+        machine["quiet_wait"] = {"waited_s": round(quiet[0], 1), "busy_pct": quiet[1]}
+    return machine
+
+
 def machine_info(kafka_version: str, loadavg: tuple[float, float, float]) -> dict[str, Any]:
     cpu = ""
     mem_gib: float | None = None
@@ -822,41 +876,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.wait_quiet > 0:
         quiet = wait_quiet(args.wait_quiet)
     loadavg = os.getloadavg()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    # A fresh broker creates __consumer_offsets on the first join; aiokafka logs that retry.
-    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-    cleanup = Cleanup()
-    atexit.register(cleanup.run)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    if not args.keep:
-        cleanup.push("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
-    else:
-        say(f"keeping {tmp}")
+    cleanup, tmp = bench_workspace(args.keep, "fleet-bench-")
     result: dict[str, Any] = {"benchmark": "ingest"}
     errors: list[str] = []
     started = time.perf_counter()
     try:
         base = Settings()
-        bootstrap = args.bootstrap or base.kafka_bootstrap_servers
-        if bootstrap:
-            kafka_version = "external"
-            say(f"using Kafka at {bootstrap}")
-        else:
-            say("starting a local Kafka broker")
-            bootstrap, kafka_version = start_kafka(base, tmp, cleanup, timeout_s=120.0)
+        bootstrap, kafka_version = bench_kafka(args.bootstrap, base, tmp, cleanup)
         suffix = f"bench-{uuid.uuid4().hex[:8]}"
-        settings = base.model_copy(update={
-            "data_dir": tmp,
-            "database_url": f"sqlite:///{tmp / 'fleet.db'}",
-            "kafka_bootstrap_servers": bootstrap,
-            "telemetry_topic": f"telemetry.v1.{suffix}",
-            "telemetry_dlq_topic": f"telemetry.dlq.{suffix}",
-            "archive_url": "",
-            "topic_partitions": 6,
-        })
+        settings = bench_settings(
+            base, tmp, bootstrap,
+            telemetry_topic=f"telemetry.v1.{suffix}",
+            telemetry_dlq_topic=f"telemetry.dlq.{suffix}",
+            archive_url="",
+            topic_partitions=6,
+        )  # fmt: skip
         http_settings = settings.model_copy(update={
             "telemetry_topic": f"telemetry.v1.{suffix}-http",
             "telemetry_dlq_topic": f"telemetry.dlq.{suffix}-http",
@@ -870,10 +904,7 @@ def main(argv: list[str] | None = None) -> int:
         if kafka_version == "external":
             cleanup.push("topics", lambda: asyncio.run(delete_topics(bootstrap, list(topics))))
         upgrade(settings)
-        result["machine"] = machine_info(kafka_version, loadavg)
-        if quiet is not None:
-            result["machine"]["quiet_wait"] = {"waited_s": round(quiet[0], 1),
-                                               "busy_pct": quiet[1]}
+        result["machine"] = machine_record(kafka_version, loadavg, quiet)
         result["topics"] = {"telemetry": settings.telemetry_topic,
                             "http": http_settings.telemetry_topic, "partitions": 6}
 

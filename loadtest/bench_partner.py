@@ -61,11 +61,12 @@ from loadtest.bench_ingest import (
     REPO_ROOT,
     Cleanup,
     Server,
+    bench_kafka,
+    bench_settings,
     broker_pid,
     console,
-    machine_info,
+    machine_record,
     say,
-    start_kafka,
     wait_quiet,
 )
 
@@ -610,22 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
         loadavg = os.getloadavg()
         base = Settings()
-        bootstrap = args.bootstrap or base.kafka_bootstrap_servers
-        if bootstrap:
-            kafka_version = "external"
-            say(f"using Kafka at {bootstrap}")
-        else:
-            say("starting a local Kafka broker (the API's readiness needs one)")
-            bootstrap, kafka_version = start_kafka(base, tmp, cleanup, timeout_s=120.0)
-        settings = base.model_copy(update={
-            "data_dir": tmp,
-            "database_url": f"sqlite:///{tmp / 'fleet.db'}",
-            "kafka_bootstrap_servers": bootstrap,
-        })
-        result["machine"] = machine_info(kafka_version, loadavg)
-        if quiet is not None:
-            result["machine"]["quiet_wait"] = {"waited_s": round(quiet[0], 1),
-                                               "busy_pct": quiet[1]}
+        bootstrap, kafka_version = bench_kafka(args.bootstrap, base, tmp, cleanup)  # readiness
+        settings = bench_settings(base, tmp, bootstrap)
+        result["machine"] = machine_record(kafka_version, loadavg, quiet)
         from core.db import upgrade
 
         upgrade(settings)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
 import logging
@@ -44,7 +43,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -57,14 +55,15 @@ from core.config import Settings
 from loadtest import loadgen
 from loadtest.bench_ingest import (
     Cleanup,
-    _on_sigterm,
+    bench_kafka,
+    bench_settings,
+    bench_workspace,
     broker_pid,
     console,
     consume_baseline,
-    machine_info,
+    machine_record,
     prefill,
     say,
-    start_kafka,
     wait_quiet,
 )
 
@@ -336,45 +335,28 @@ def main(argv: list[str] | None = None) -> int:
         console.quiet = True
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     loadavg = os.getloadavg()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-    cleanup = Cleanup()
-    atexit.register(cleanup.run)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-scaleout-"))
-    if not args.keep:
-        cleanup.push("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+    cleanup, tmp = bench_workspace(args.keep, "fleet-bench-scaleout-")
     result: dict[str, Any] = {"benchmark": "scaleout"}
     errors: list[str] = []
     started = time.perf_counter()
     try:
         base = Settings()
-        bootstrap = args.bootstrap or base.kafka_bootstrap_servers
-        kafka_version = "external"
-        if not bootstrap:
-            say("starting a local Kafka broker")
-            bootstrap, kafka_version = start_kafka(base, tmp, cleanup, timeout_s=120.0)
+        bootstrap, kafka_version = bench_kafka(args.bootstrap, base, tmp, cleanup)
         suffix = f"bench-{uuid.uuid4().hex[:8]}"
-        settings = base.model_copy(update={
-            "data_dir": tmp,
-            "database_url": f"sqlite:///{tmp / 'fleet.db'}",
-            "kafka_bootstrap_servers": bootstrap,
-            "telemetry_topic": f"telemetry.v1.{suffix}",
-            "telemetry_dlq_topic": f"telemetry.dlq.{suffix}",
-            "topic_partitions": PARTITIONS,
-            "archive_roll_seconds": 1.0,
-            "ubi_checkpoint_s": 1.0,
-        })
+        settings = bench_settings(
+            base, tmp, bootstrap,
+            telemetry_topic=f"telemetry.v1.{suffix}",
+            telemetry_dlq_topic=f"telemetry.dlq.{suffix}",
+            topic_partitions=PARTITIONS,
+            archive_roll_seconds=1.0,
+            ubi_checkpoint_s=1.0,
+        )  # fmt: skip
         from core.db import upgrade
         from core.localkafka import ensure_topics
 
         asyncio.run(ensure_topics(bootstrap, {settings.telemetry_topic: PARTITIONS,
                                               settings.telemetry_dlq_topic: PARTITIONS}))
-        result["machine"] = machine_info(kafka_version, loadavg)
-        if quiet is not None:
-            result["machine"]["quiet_wait"] = {"waited_s": round(quiet[0], 1),
-                                               "busy_pct": quiet[1]}
+        result["machine"] = machine_record(kafka_version, loadavg, quiet)
         watch = {"broker": pid} if (pid := broker_pid(tmp)) else {}
         n = args.messages
         vehicles = max(1, min(1000, n // 50))

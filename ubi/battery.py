@@ -903,8 +903,9 @@ def _report(state: BatteryHealthState, sessions: list[ChargeSession]) -> Battery
 # ---------------------------------------------------------------------- evaluation
 
 
-_RATED_CELL_V = 3.70
-"""Rated cell voltage used to give simulated packs a rated Ah (``kWh / (cells x 3.70 V)``)."""
+RATED_CELL_V = 3.70
+"""Nominal voltage of a lithium-ion (NMC) cell: rated Ah = rated kWh / (cells in series x
+this), for simulated packs here and for the model catalog (``ubi/battery_specs.py``)."""
 
 
 def simulate_table(
@@ -950,7 +951,7 @@ def simulate_table(
         truth[profile.vin] = profile.battery_soh_pct
         specs[profile.vin] = BatterySpec(
             nominal_kwh=profile.battery_kwh,
-            nominal_ah=profile.battery_kwh * 1000.0 / (profile.cells_series * _RATED_CELL_V),
+            nominal_ah=profile.battery_kwh * 1000.0 / (profile.cells_series * RATED_CELL_V),
         )
         sim = VehicleSim(
             profile,

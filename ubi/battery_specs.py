@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ubi.battery import BatterySpec
-
-RATED_CELL_V = 3.70
-"""Nominal voltage of a lithium-ion (NMC) cell."""
+from ubi.battery import RATED_CELL_V, BatterySpec
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ results (upserts on natural keys), the recomputed scores of the vehicles concern
 streaming state of every vehicle seen since the last checkpoint (``analytics_state``). Only
 then are the batch offsets marked durable and committed. A restarted worker restores a
 vehicle's state the first time it sees it and replays the records after the last commit: the
-same trips, events and sessions again, rewritten in place. Processing and checkpoints hold one
-lock, so a checkpoint started by a rebalance never commits offsets of a batch whose results
-are still being computed.
+same trips, events and sessions again, rewritten in place. The runner's ``batch_lock`` keeps a
+rebalance's checkpoint from running while a batch is being processed.
 
 A vehicle erased (``ubi/erasure.py``) after its state was loaded into memory: the next
 checkpoint drops that vehicle's results and state instead of writing them back, and the worker
@@ -93,7 +92,6 @@ class AnalyticsHandler(TelemetryTableHandler):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.lock = asyncio.Lock()
         self.loaded: dict[str, datetime] = {}
         """Vehicles whose state was restored (or found to have none), and when."""
         self.touched: set[str] = set()
@@ -104,19 +102,18 @@ class AnalyticsHandler(TelemetryTableHandler):
     async def process(
         self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
     ) -> HandlerResult:
-        async with self.lock:
-            decoded = self.decode(batch)
-            table = decoded.table
-            if table.num_rows:
-                vins = table["vin"].unique().to_pylist()
-                new = [vin for vin in vins if vin not in self.loaded]
-                if new:
-                    await asyncio.to_thread(self._restore_vehicles, new)
-                    now = utcnow()
-                    self.loaded.update(dict.fromkeys(new, now))
-                self.touched.update(vins)
-                self.analyse(self.gate.filter(arrival_order(table)))
-            return HandlerResult(processed=decoded.records - decoded.skipped)
+        decoded = self.decode(batch)
+        table = decoded.table
+        if table.num_rows:
+            vins = table["vin"].unique().to_pylist()
+            new = [vin for vin in vins if vin not in self.loaded]
+            if new:
+                await asyncio.to_thread(self._restore_vehicles, new)
+                now = utcnow()
+                self.loaded.update(dict.fromkeys(new, now))
+            self.touched.update(vins)
+            self.analyse(self.gate.filter(arrival_order(table)))
+        return HandlerResult(processed=decoded.records - decoded.skipped)
 
     async def tick(self) -> None:
         if time.monotonic() - self.last_checkpoint >= self.settings.ubi_checkpoint_s:
@@ -129,32 +126,28 @@ class AnalyticsHandler(TelemetryTableHandler):
         # The runner checkpointed already; the partitions' next owner continues from the
         # database, so forget everything and restore lazily.
         await super().on_revoked(partitions)
-        async with self.lock:
-            self.reset()
-            self.gate = ArrivalGate()
-            self.loaded.clear()
-            self.touched.clear()
+        self.reset()
+        self.gate = ArrivalGate()
+        self.loaded.clear()
+        self.touched.clear()
 
     async def checkpoint(self) -> None:
-        async with self.lock:
-            pending = self.pending_offsets()
-            if self.touched or self.has_results():
-                touched = sorted(self.touched)
-                states = self._export(touched)
-                results = self.take_results()
-                stale = await asyncio.to_thread(self._store_checkpoint, results, states)
-                self.touched.clear()
-                if stale:
-                    log.info(
-                        "%d vehicles were erased; their in-memory state is dropped", len(stale)
-                    )
-                    self.forget(stale)
-                    self.gate.forget(stale)
-                    for vin in stale:
-                        self.loaded.pop(vin, None)
-            self.mark_durable(pending)
-            self.checkpoints += 1
-            self.last_checkpoint = time.monotonic()
+        pending = self.pending_offsets()
+        if self.touched or self.has_results():
+            touched = sorted(self.touched)
+            states = self._export(touched)
+            results = self.take_results()
+            stale = await asyncio.to_thread(self._store_checkpoint, results, states)
+            self.touched.clear()
+            if stale:
+                log.info("%d vehicles were erased; their in-memory state is dropped", len(stale))
+                self.forget(stale)
+                self.gate.forget(stale)
+                for vin in stale:
+                    self.loaded.pop(vin, None)
+        self.mark_durable(pending)
+        self.checkpoints += 1
+        self.last_checkpoint = time.monotonic()
 
     def _restore_vehicles(self, vins: list[str]) -> None:
         with session_scope(self.engine) as session:
