@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     produce_timeout_s: float = 5.0
     credential_cache_ttl_s: float = 10.0
+    console_session_hours: float = Field(default=8.0, gt=0)
+    console_idle_minutes: float = Field(default=30.0, gt=0)
+    console_cookie_secure: bool = False
 
     ingest_max_body_bytes: int = 1_048_576
     ingest_max_decompressed_bytes: int = 8_388_608

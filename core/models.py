@@ -2,6 +2,7 @@
 
 from core.audit import AuditEvent, AuditHead  # noqa: F401
 from core.auth.models import ApiCredential, Principal  # noqa: F401
+from core.auth.sessions import ConsoleSession  # noqa: F401
 from core.vehicles.models import Ecu, Vehicle, VehicleStatus  # noqa: F401
 from diagnostics.models import (  # noqa: F401
     Alarm,

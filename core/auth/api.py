@@ -91,10 +91,4 @@ def revoke_credential(
 
 @router.get("/me")
 def read_me(principal: CurrentPrincipal) -> Me:
-    return Me(
-        principal_id=principal.principal_id,
-        name=principal.name,
-        role=principal.role,
-        vin=principal.vin,
-        org_ref=principal.org_ref,
-    )
+    return Me.of(principal)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -20,6 +21,13 @@ from sqlalchemy.engine import Engine
 from core.auth.cache import CredentialCache
 from core.auth.models import AuthenticatedPrincipal, Role, VehiclePrincipal
 from core.auth.service import authenticate
+from core.auth.sessions import (
+    CSRF_HEADER,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    csrf_matches,
+    resolve_session,
+)
 from core.db import session_scope
 from core.errors import Forbidden, Unauthorized
 
@@ -53,6 +61,12 @@ async def get_current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> AuthenticatedPrincipal:
+    """The caller, from ``Authorization: Bearer`` or else the web console's session cookie
+    (which needs ``X-CSRF-Token`` on state-changing methods; see ``core.auth.sessions``)."""
+    if not request.headers.get("authorization") and (
+        session_id := request.cookies.get(SESSION_COOKIE)
+    ):
+        return await _session_principal(request, session_id)
     token = _bearer_token(request, credentials)
     cache = get_credential_cache(request)
     principal = cache.get(token)
@@ -98,6 +112,31 @@ def _bearer_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     if request.headers.get("authorization"):
         raise Unauthorized("the Authorization header must be `Bearer <token>`")
     raise Unauthorized("missing credential: send `Authorization: Bearer <token>`")
+
+
+async def _session_principal(request: Request, session_id: str) -> AuthenticatedPrincipal:
+    settings = request.app.state.settings
+    engine: Engine = request.app.state.engine
+    idle = timedelta(minutes=settings.console_idle_minutes)
+
+    def resolve() -> AuthenticatedPrincipal | None:
+        with session_scope(engine) as session:
+            found = resolve_session(session, session_id, idle_timeout=idle)
+            return None if found is None else found[0]
+
+    principal = await run_in_threadpool(resolve)
+    if principal is None:
+        raise Unauthorized(
+            "the console session has ended (logged out, expired or revoked); log in again"
+        )
+    if request.method not in SAFE_METHODS and not csrf_matches(
+        session_id, request.headers.get(CSRF_HEADER)
+    ):
+        raise Forbidden(
+            f"a console request that changes something needs the {CSRF_HEADER} header "
+            "from the login response"
+        )
+    return principal
 
 
 def _authenticate_in_own_session(

@@ -170,3 +170,13 @@ class Me(BaseModel):
     role: Role
     vin: str | None
     org_ref: str | None
+
+    @classmethod
+    def of(cls, principal: AuthenticatedPrincipal) -> Me:
+        return cls(
+            principal_id=principal.principal_id,
+            name=principal.name,
+            role=principal.role,
+            vin=principal.vin,
+            org_ref=principal.org_ref,
+        )

@@ -6,6 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
@@ -71,10 +72,22 @@ def get_credential_by_key_id(session: Session, key_id: str) -> ApiCredential | N
 def find_credential_with_principal(
     session: Session, key_id: str
 ) -> tuple[ApiCredential, Principal] | None:
+    return _credential_with_principal(session, col(ApiCredential.key_id) == key_id)
+
+
+def find_credential_by_id_with_principal(
+    session: Session, credential_id: uuid.UUID
+) -> tuple[ApiCredential, Principal] | None:
+    return _credential_with_principal(session, col(ApiCredential.id) == credential_id)
+
+
+def _credential_with_principal(
+    session: Session, condition: Any
+) -> tuple[ApiCredential, Principal] | None:
     query = (
         select(ApiCredential, Principal)
         .join(Principal, col(Principal.id) == col(ApiCredential.principal_id))
-        .where(ApiCredential.key_id == key_id)
+        .where(condition)
     )
     row = session.exec(query).first()
     return None if row is None else (row[0], row[1])

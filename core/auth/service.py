@@ -204,19 +204,21 @@ def _verify(
     credential, principal = found
     if not secret_matches(parsed.secret, credential.secret_hash):
         return None
-    if not _is_usable(credential, principal, now):
+    if not credential_usable(credential, principal, now):
         return None
     repository.record_use(session, credential.id, now, LAST_USED_RESOLUTION)
-    return _authenticated(principal, credential), credential.expires_at
+    return authenticated_principal(principal, credential), credential.expires_at
 
 
-def _is_usable(credential: ApiCredential, principal: Principal, now: datetime) -> bool:
+def credential_usable(credential: ApiCredential, principal: Principal, now: datetime) -> bool:
     if credential.revoked_at is not None or principal.disabled:
         return False
     return credential.expires_at is None or credential.expires_at > now
 
 
-def _authenticated(principal: Principal, credential: ApiCredential) -> AuthenticatedPrincipal:
+def authenticated_principal(
+    principal: Principal, credential: ApiCredential
+) -> AuthenticatedPrincipal:
     return AuthenticatedPrincipal(
         principal_id=principal.id,
         name=principal.name,
