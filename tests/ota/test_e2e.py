@@ -4,7 +4,7 @@ The API runs under uvicorn on 127.0.0.1, so every vehicle's Uptane client verifi
 repositories over real HTTP; the ``ota`` worker runs at the same time and applies the reports
 that half of the fleet sends over Kafka (the other half reports over HTTP).
 
-1. A soft update with preconditions reaches 200 vehicles (two BMS hardware variants): dry run,
+1. A soft update with preconditions reaches 100 vehicles (two BMS hardware variants): dry run,
    approval by a second operator, launch in waves ``5, 25 %, 100 %``; the canary succeeds,
    each wave starts only once the one before it reached its success threshold, and every
    vehicle ends up running the new version, with its update record and RXSWIN.
@@ -12,42 +12,30 @@ that half of the fleet sends over Kafka (the other half reports over HTTP).
    failures grouped by error code and hardware variant, and no vehicle outside the canary
    ever sees it.
 
-About a minute on two cores (most of it the 200 verified installs of the first campaign).
+About 30 s on two cores (most of it the 100 verified installs of the first campaign).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import random
-import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from core import audit
-from core.app import create_app
-from core.auth.service import create_principal_with_credential
 from core.config import Settings
 from core.db import make_engine, session_scope
-from core.localkafka import free_ports
-from core.vehicles.models import Ecu, EcuIn, Powertrain, VehicleIn
-from core.vehicles.service import bulk_register_vehicles
-from core.vin import make_vin
-from core.workers import build_runner
+from core.vehicles.models import Ecu
 from ota import repos
 from ota.models import (
     CampaignVehicle,
@@ -61,43 +49,40 @@ from simulator.ota_fleet import (
     FleetLog,
     FleetRun,
     KafkaReports,
-    OtaEcu,
     OtaEvent,
     SimulatedOtaVehicle,
-    fails_on_hardware,
     run_fleet,
+)
+from tests.ota.harness import (
+    BAD_HARDWARE,
+    DRIVING_EVERY,
+    HARDWARE,
+    KAFKA_EVERY,
+    ota_worker,
+    prepare,
+    serve,
+    simulated_fleet,
 )
 
 pytestmark = pytest.mark.kafka
 
-FLEET_SIZE = 200
-HARDWARE = ("BMS-HW-1", "BMS-HW-2")
-BAD_HARDWARE = "BMS-HW-2"
+FLEET_SIZE = 100
 WAVES = ["5", "25%", "100%"]
-WAVE_SIZES = [5, 45, 150]
+WAVE_SIZES = [5, 20, 75]
 SUCCESS_THRESHOLD = 0.95  # the campaign gate's default
 # The canary is drawn by a salted hash of the VIN, with a new salt per campaign: a canary of
 # 20 from a fleet that is half BMS-HW-2 misses that variant with probability
-# C(100,20)/C(200,20) < 1e-6 (a canary of 5 would miss it 3 % of the time).
+# C(50,20)/C(100,20) < 1e-7 (a canary of 5 would miss it 3 % of the time).
 BAD_WAVES = ["20", "100%"]
 BAD_CANARY = 20
-KAFKA_EVERY = 2  # every other vehicle reports over Kafka
-DRIVING_EVERY = 10  # every tenth vehicle is on the road with a low battery
 CONCURRENCY = 8
 POLL_S = 8.0
-"""Idle vehicles check in this often: any faster and the check-ins of 200 idle vehicles
+"""Idle vehicles check in this often: any faster and the check-ins of a hundred idle vehicles
 crowd out the installs on a two-core machine."""
 ONLINE_BOUND_S = 60.0
 ROLLOUT_BOUND_S = 120.0
 PAUSE_BOUND_S = 60.0
 UNFINISHED = ("draft", "approved", "running", "paused")
-
-
-@dataclass(frozen=True)
-class Registered:
-    vin: str
-    hardware_id: str
-    token: str
 
 
 @dataclass
@@ -214,15 +199,15 @@ def test_a_campaign_rolls_out_in_waves_and_a_bad_release_pauses_in_its_canary(
     model = f"E2E-{suffix}"  # the target filter selects exactly this test's fleet
     engine = make_engine(settings)
     try:
-        fleet, creator, approver = _prepare(engine, settings, model)
+        fleet, creator, approver = prepare(engine, settings, model, FLEET_SIZE)
         with (
-            _serve(settings) as base_url,
-            _ota_worker(settings) as worker_alive,
+            serve(settings) as base_url,
+            ota_worker(settings) as worker_alive,
             httpx.Client(timeout=30.0, limits=httpx.Limits(max_connections=32)) as http,
             KafkaReports(settings.bootstrap_servers, settings.ota_reports_topic) as kafka,
         ):
             fleet_log = FleetLog()
-            vehicles = _simulated_fleet(fleet, base_url, http, tmp_path, kafka, fleet_log, suffix)
+            vehicles = simulated_fleet(fleet, base_url, http, tmp_path, kafka, fleet_log, suffix)
             scenario = Scenario(
                 base_url, http, engine, settings, model, suffix, creator, approver,
                 vehicles, fleet_log, worker_alive,
@@ -387,171 +372,3 @@ def _completion_by_wave(succeeded: list[OtaEvent], wave_of: dict[str, int]) -> l
     for event in succeeded:
         completion[wave_of[event.vin]].append(event.order)
     return [sorted(orders) for orders in completion]
-
-
-# --- set-up --------------------------------------------------------------------------------------
-
-
-def _prepare(
-    engine: Engine, settings: Settings, model: str
-) -> tuple[list[Registered], tuple[str, str], tuple[str, str]]:
-    """Both repositories afresh, 200 registered vehicles with credentials, two operators."""
-    base = random.randrange(1_000_000 - FLEET_SIZE)
-    # Plant code "E": VINs no other test makes.
-    vins = [make_vin("WVW", "ZZZ1K", "N", "E", base + i) for i in range(FLEET_SIZE)]
-    hardware = [HARDWARE[i % len(HARDWARE)] for i in range(FLEET_SIZE)]
-    with session_scope(engine) as session:
-        # The database is shared by the whole test session: other OTA tests create their own
-        # repositories in it, so this one starts from none, with its own keys.
-        session.execute(text("DELETE FROM tuf_file"))
-        # The audit chain is global too, and tests/core/test_audit.py breaks it on purpose:
-        # start it empty, so verifying it below checks what this scenario wrote.
-        session.execute(text("DELETE FROM audit_event"))
-        session.execute(text("DELETE FROM audit_head"))
-        repos.init_repositories(session, settings)
-        bulk_register_vehicles(
-            session,
-            [
-                VehicleIn(
-                    vin=vin,
-                    model=model,
-                    model_year=2024,
-                    region="EU",
-                    time_zone="Europe/Berlin",
-                    powertrain=Powertrain.bev,
-                    ecus=[EcuIn(ecu_id="BMS", hardware_id=hw, software_version="1.0.0")],
-                )
-                for vin, hw in zip(vins, hardware, strict=True)
-            ],
-        )
-        # What tests.ingestion.conftest.new_vehicle_token does, in one transaction for all.
-        fleet = [
-            Registered(
-                vin,
-                hw,
-                create_principal_with_credential(session, f"vehicle-{vin}", "vehicle", vin=vin)[1],
-            )
-            for vin, hw in zip(vins, hardware, strict=True)
-        ]
-        operators = []
-        for role in ("creator", "approver"):
-            name = f"ota-{role}-{uuid.uuid4().hex[:8]}"
-            operators.append((name, create_principal_with_credential(session, name, "admin")[1]))
-    return fleet, operators[0], operators[1]
-
-
-def _simulated_fleet(
-    fleet: list[Registered],
-    base_url: str,
-    http: httpx.Client,
-    tmp_path: Path,
-    kafka: KafkaReports,
-    fleet_log: FleetLog,
-    suffix: str,
-) -> list[SimulatedOtaVehicle]:
-    # Provisioned at the factory: both repositories' first roots, fetched once for the fleet
-    # (the Director's root is shared by every vehicle).
-    some = fleet[0]
-    director_root = _get(http, f"{base_url}/v1/ota/director/{some.vin}/1.root.json", some.token)
-    image_root = _get(http, f"{base_url}/v1/ota/image/1.root.json", some.token)
-    bad_release = fails_on_hardware(BAD_HARDWARE, error_code="E_FLASH_VERIFY", version="3.0.0")
-    seeds = random.Random(5)
-    vehicles = []
-    for index, registered in enumerate(fleet):
-        driving = index % DRIVING_EVERY == 3
-        hw = registered.hardware_id
-        vehicles.append(
-            SimulatedOtaVehicle(
-                registered.vin,
-                registered.token,
-                {"BMS": OtaEcu(hw, f"{hw}/bms-fw-{suffix}-1.0.0.bin", "1.0.0", 1)},
-                base_url=base_url,
-                http=http,
-                cache_dir=tmp_path / "vehicles" / registered.vin,
-                director_root=director_root,
-                image_root=image_root,
-                time_zone="Europe/Berlin",
-                soc_pct=20.0 if driving else 80.0,
-                parked=not driving,
-                consent_probability=0.85,
-                install_outcome=bad_release,
-                kafka=kafka if index % KAFKA_EVERY == 0 else None,
-                fleet_log=fleet_log,
-                rng=random.Random(seeds.random()),
-            )
-        )
-    return vehicles
-
-
-def _get(http: httpx.Client, url: str, token: str) -> bytes:
-    response = http.get(url, headers={"Authorization": f"Bearer {token}"})
-    response.raise_for_status()
-    return response.content
-
-
-@contextmanager
-def _serve(settings: Settings) -> Iterator[str]:
-    """The API under uvicorn on a free loopback port, until the block ends."""
-    [port] = free_ports(1)
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        # Longer than the fleet's polling interval: otherwise the server closes idle
-        # keep-alive connections just as vehicles reuse them (a ReadError, not a bug).
-        timeout_keep_alive=60,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60.0
-        while not _ready(base_url):
-            assert thread.is_alive(), "the API server did not start"
-            assert time.monotonic() < deadline, "the API never became ready"
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30.0)
-
-
-def _ready(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/readyz", timeout=5.0).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-@contextmanager
-def _ota_worker(settings: Settings) -> Iterator[Callable[[], None]]:
-    """The ``ota`` worker on an event loop thread of its own; yields a check that it still
-    runs and dead-lettered nothing."""
-    runner = build_runner(settings, "ota", group_id=f"ota-e2e-{uuid.uuid4().hex[:8]}")
-    loop = asyncio.new_event_loop()
-    crashed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run_until_complete(runner.run())
-        except BaseException as exc:  # noqa: BLE001 - reported by alive()
-            crashed.append(exc)
-
-    def alive() -> None:
-        if crashed:
-            raise AssertionError("the ota worker crashed") from crashed[0]
-        assert thread.is_alive(), "the ota worker stopped"
-        assert runner.stats.dead_lettered == 0, runner.stats.as_dict()
-
-    thread = threading.Thread(target=run, name="ota-worker", daemon=True)
-    thread.start()
-    try:
-        yield alive
-    finally:
-        loop.call_soon_threadsafe(runner.stop)
-        thread.join(timeout=60.0)
-        if not thread.is_alive():
-            loop.close()
