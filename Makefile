@@ -45,7 +45,7 @@ helm-check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy core ingestion diagnostics services ota ubi simulator loadtest
+	$(BIN)/mypy console core ingestion diagnostics services ota ubi simulator loadtest
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -85,17 +85,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, record_metrics=settings.metrics_enabled)
 
+    from console.web import install_console
     from core.audit_api import router as audit_router
     from core.auth.api import router as auth_router
+    from core.auth.session_api import router as session_router
+    from core.overview_api import router as overview_router
     from core.vehicles.api import router as vehicles_router
     from diagnostics.api import router as diagnostics_router
     from ingestion.api import router as ingest_router
+    from ingestion.history_api import router as history_router
     from ota.api import router as ota_router
     from services.api import router as services_router
     from ubi.api import router as ubi_router
     from ubi.privacy_api import router as privacy_router
 
     app.include_router(auth_router)
+    app.include_router(session_router)
     app.include_router(vehicles_router)
     app.include_router(ingest_router)
     app.include_router(diagnostics_router)
@@ -104,6 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(ubi_router)
     app.include_router(privacy_router)
+    app.include_router(overview_router)
+    app.include_router(history_router)
+    install_console(app)
     _merge_openapi_components(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

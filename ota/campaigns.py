@@ -499,6 +499,8 @@ def evaluate(session: Session, settings: Settings, campaign: Campaign) -> list[W
                 reason={
                     "wave": bad.wave,
                     **bad.reason,
+                    # The gate's count of failed vehicles, kept beside the groups below.
+                    "failed_vehicles": bad.reason.get("failures", 0),
                     "failures": [f.model_dump() for f in failures[:10]],
                 },
             )

@@ -1,0 +1,1 @@
+"""The operator web console: static pages served by the API at ``/console``."""
