@@ -28,6 +28,36 @@ def _free_port(preferred: int) -> int:
     return free_ports(1)[0]
 
 
+CONSOLE_OPERATOR = "local-console-admin"
+
+
+def console_credential(settings: Settings, *, hours: float = 24.0) -> str:
+    """A fresh admin credential (valid ``hours``) for logging in to the web console of a local
+    stack; the principal ``local-console-admin`` is created on first use."""
+    from datetime import timedelta
+
+    from core.auth.repository import get_principal_by_name
+    from core.auth.service import create_principal_with_credential, issue_credential
+    from core.db import make_engine, session_scope, utcnow
+
+    expires = utcnow() + timedelta(hours=hours)
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            principal = get_principal_by_name(session, CONSOLE_OPERATOR)
+            if principal is None:
+                _, token = create_principal_with_credential(
+                    session, CONSOLE_OPERATOR, "admin", expires_at=expires, description="fleet run"
+                )
+            else:
+                _, token = issue_credential(
+                    session, principal, expires_at=expires, description="fleet run"
+                )
+    finally:
+        engine.dispose()
+    return token
+
+
 def register_fleet(settings: Settings, fleet: list[Any]) -> dict[str, str]:
     """Register simulated vehicles and give each a fresh vehicle credential (VIN -> token)."""
     from core.auth.repository import get_principal_by_vin
@@ -312,6 +342,10 @@ def _stack_session(
             stack.spawn("privacy", ["privacy", "run"], metrics=True)
         api_url = stack.start_api()
         stack.print_metrics_endpoints()
+        console.print(
+            f"web console: {api_url}/console  (log in as {CONSOLE_OPERATOR} with "
+            f"{console_credential(settings)} , valid 24 h)"
+        )
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
 

@@ -6,7 +6,8 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,35 @@ async def publish_messages(settings: Settings, messages: Iterable[Any]) -> None:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+@contextmanager
+def private_database(url: str, prefix: str) -> Iterator[str | None]:
+    """A new PostgreSQL database beside ``url``'s for one test module (counts over a whole
+    table are then its own), dropped afterwards: its URL, or None when ``url`` is not
+    PostgreSQL or its role may not create databases."""
+    from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.exc import ProgrammingError
+
+    if not url.startswith("postgres"):
+        yield None
+        return
+    driver_url = Settings(environment="test", database_url=url).sqlalchemy_url
+    admin = create_engine(driver_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege
+                yield None
+                return
+            raise
+        try:
+            yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from core.auth.sessions import SESSION_COOKIE
 from core.config import Settings
+from core.stack_cli import CONSOLE_OPERATOR, console_credential
 from tests.console.conftest import Watched, new_operator
 
 
@@ -87,3 +88,15 @@ def _log_in(client: TestClient, token: str) -> str:
     response = client.post("/v1/session", json={"token": token})
     assert response.status_code == 201, response.text
     return response.cookies[SESSION_COOKIE]
+
+
+def test_fleet_run_prints_a_working_console_credential(
+    client: TestClient, settings: Settings
+) -> None:
+    first, second = console_credential(settings), console_credential(settings)
+    assert first != second  # a fresh credential per run, for the same principal
+    for token in (first, second):
+        login = client.post("/v1/session", json={"token": token})
+        assert login.status_code == 201, login.text
+        assert login.json()["principal"]["name"] == CONSOLE_OPERATOR
+        assert login.json()["principal"]["role"] == "admin"

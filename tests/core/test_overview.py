@@ -24,9 +24,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ProgrammingError
 
 from core.app import create_app, product_topics
 from core.auth.service import create_principal_with_credential
@@ -39,7 +36,7 @@ from core.vehicles.service import bulk_register_vehicles
 from diagnostics.models import Alarm, DtcEpisode, MaintenancePrediction
 from ota import campaigns
 from ota.models import Campaign, InstallRecord, SoftwareImage
-from tests.helpers import database_url, new_vin, stack_settings
+from tests.helpers import database_url, new_vin, private_database, stack_settings
 
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
 T0 = datetime(2026, 3, 1, 8, tzinfo=UTC)
@@ -55,65 +52,34 @@ class OverviewDb:
     tokens: dict[str, str] = field(default_factory=dict)
 
 
-def _admin_engine(url: str) -> Any:
-    return create_engine(
-        Settings(environment="test", database_url=url).sqlalchemy_url, isolation_level="AUTOCOMMIT"
-    )
-
-
-def _private_database(url: str) -> str | None:
-    """A new database next to ``url``'s; its URL, or None when the role may not create one."""
-    name = f"fleet_test_overview_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(url)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except ProgrammingError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege
-            return None
-        raise
-    finally:
-        admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(server_url: str, private_url: str) -> None:
-    admin = _admin_engine(server_url)
-    try:
-        with admin.connect() as conn:
-            name = make_url(private_url).database
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
 
 @pytest.fixture(scope="module")
 def overview_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverviewDb]:
     tmp = tmp_path_factory.mktemp("overview")
     configured = database_url(tmp)
-    private = _private_database(configured) if configured.startswith("postgres") else None
-    url = private or (configured if not configured.startswith("postgres") else "")
-    settings = Settings(
-        environment="test",
-        data_dir=tmp,
-        database_url=url,  # empty: a fresh SQLite file under tmp
-        kafka_bootstrap_servers=NOWHERE,
-    )
-    upgrade(settings)
-    db = OverviewDb(settings)
-    engine = make_engine(settings)
-    try:
-        with session_scope(engine) as session:
-            for role in ("admin", "fleet_operator", "insurer", "owner", "service_center"):
-                _, db.tokens[role] = create_principal_with_credential(session, f"{role}-1", role)
-            _, db.tokens["vehicle"] = create_principal_with_credential(
-                session, "vehicle-1", "vehicle", vin=new_vin(999_999)
-            )
-        yield db
-    finally:
-        engine.dispose()
-        if private is not None:
-            _drop_database(configured, private)
+    with private_database(configured, "fleet_test_overview") as private:
+        url = private or (configured if not configured.startswith("postgres") else "")
+        settings = Settings(
+            environment="test",
+            data_dir=tmp,
+            database_url=url,  # empty: a fresh SQLite file under tmp
+            kafka_bootstrap_servers=NOWHERE,
+        )
+        upgrade(settings)
+        db = OverviewDb(settings)
+        engine = make_engine(settings)
+        try:
+            with session_scope(engine) as session:
+                for role in ("admin", "fleet_operator", "insurer", "owner", "service_center"):
+                    _, db.tokens[role] = create_principal_with_credential(
+                        session, f"{role}-1", role
+                    )
+                _, db.tokens["vehicle"] = create_principal_with_credential(
+                    session, "vehicle-1", "vehicle", vin=new_vin(999_999)
+                )
+            yield db
+        finally:
+            engine.dispose()
 
 
 # --- the seeded fleet ----------------------------------------------------------------------------

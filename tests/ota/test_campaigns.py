@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import func, text
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from core import audit
@@ -53,7 +52,7 @@ from ota.models import (
     VehicleReport,
 )
 from ota.store import ObjectStore
-from tests.helpers import database_url, new_vin
+from tests.helpers import database_url, new_vin, private_database
 
 FROM_VERSION = "1.0.0"
 TO_VERSION = "2.0.0"
@@ -94,55 +93,24 @@ def ota_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtaDb]:
     """
     tmp = tmp_path_factory.mktemp("ota-campaigns")
     url = database_url(tmp)
-    private = _create_private_database(url) if url.startswith("postgres") else None
-    settings = Settings(
-        environment="test",
-        data_dir=tmp,
-        database_url=private or url,
-        ota_keys_dir=tmp / "keys",
-    )
-    engine = make_engine(settings)
-    try:
-        upgrade(settings)
-        with session_scope(engine) as session:
-            if repos.initialized(session):  # only in a shared database: see above
-                session.execute(text(f"DELETE FROM {TufFile.__tablename__}"))
-            repos.init_repositories(session, settings)
-        yield OtaDb(settings, engine)
-    finally:
-        engine.dispose()
-        if private is not None:
-            _drop_database(url, make_url(private).database or "")
+    with private_database(url, "fleet_test_campaigns") as private:
+        settings = Settings(
+            environment="test",
+            data_dir=tmp,
+            database_url=private or url,
+            ota_keys_dir=tmp / "keys",
+        )
+        engine = make_engine(settings)
+        try:
+            upgrade(settings)
+            with session_scope(engine) as session:
+                if repos.initialized(session):  # only in a shared database: see above
+                    session.execute(text(f"DELETE FROM {TufFile.__tablename__}"))
+                repos.init_repositories(session, settings)
+            yield OtaDb(settings, engine)
+        finally:
+            engine.dispose()
 
-
-def _admin_engine(url: str) -> Engine:
-    driver_url = Settings(environment="test", database_url=url).sqlalchemy_url
-    return create_engine(driver_url, isolation_level="AUTOCOMMIT")
-
-
-def _create_private_database(url: str) -> str | None:
-    """``CREATE DATABASE`` next to the configured one; its URL, or None without the right."""
-    name = f"fleet_test_campaigns_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(url)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except ProgrammingError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege
-            return None
-        raise
-    finally:
-        admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(url: str, name: str) -> None:
-    admin = _admin_engine(url)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 # --- one test's vehicles, images and campaigns ----------------------------------------------------
