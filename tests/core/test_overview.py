@@ -52,7 +52,6 @@ class OverviewDb:
     tokens: dict[str, str] = field(default_factory=dict)
 
 
-
 @pytest.fixture(scope="module")
 def overview_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverviewDb]:
     tmp = tmp_path_factory.mktemp("overview")

@@ -112,7 +112,6 @@ def ota_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtaDb]:
             engine.dispose()
 
 
-
 # --- one test's vehicles, images and campaigns ----------------------------------------------------
 
 _seq = itertools.count(1)
