@@ -86,13 +86,10 @@ def open_session(
     now: datetime | None = None,
 ) -> tuple[str, ConsoleSession]:
     """Store a new session for ``principal`` (already authenticated); returns its id, which
-    only the cookie carries. Also sweeps this principal's expired sessions."""
+    only the cookie carries. Also sweeps every expired session (an indexed delete)."""
     now = now or utcnow()
     session.execute(
-        delete(ConsoleSession).where(
-            ConsoleSession.credential_id == principal.credential_id,  # type: ignore[arg-type]
-            ConsoleSession.expires_at <= now,  # type: ignore[arg-type]
-        )
+        delete(ConsoleSession).where(ConsoleSession.expires_at <= now)  # type: ignore[arg-type]
     )
     session_id = new_session_id()
     row = ConsoleSession(

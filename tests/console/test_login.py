@@ -3,10 +3,14 @@ cookie flags, CSRF on changes, roles, logout and revocation ending the session."
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi.testclient import TestClient
 
-from core.auth.sessions import SESSION_COOKIE
+from core.auth.service import verify_token
+from core.auth.sessions import SESSION_COOKIE, open_session, resolve_session
 from core.config import Settings
+from core.db import make_engine, session_scope, utcnow
 from core.stack_cli import CONSOLE_OPERATOR, console_credential
 from tests.console.conftest import Watched, new_operator
 
@@ -100,3 +104,29 @@ def test_fleet_run_prints_a_working_console_credential(
         assert login.status_code == 201, login.text
         assert login.json()["principal"]["name"] == CONSOLE_OPERATOR
         assert login.json()["principal"]["role"] == "admin"
+
+
+def test_sessions_end_after_their_lifetime_or_when_idle(settings: Settings) -> None:
+    _name, token = new_operator(settings)
+    engine = make_engine(settings)
+    idle = timedelta(minutes=30)
+    t0 = utcnow()
+    try:
+        with session_scope(engine) as session:
+            principal = verify_token(session, token)
+            assert principal is not None
+            sid, _row = open_session(session, principal, lifetime=timedelta(hours=8), now=t0)
+        with session_scope(engine) as session:
+            # Used every 20 minutes, it lives until its lifetime ends, not longer.
+            for minutes in range(20, 8 * 60, 20):
+                at = t0 + timedelta(minutes=minutes)
+                assert resolve_session(session, sid, idle_timeout=idle, now=at) is not None
+            end = t0 + timedelta(hours=8)
+            assert resolve_session(session, sid, idle_timeout=idle, now=end) is None
+        with session_scope(engine) as session:
+            sid, _row = open_session(session, principal, lifetime=timedelta(hours=8), now=t0)
+            late = t0 + idle + timedelta(seconds=1)
+            assert resolve_session(session, sid, idle_timeout=idle, now=late) is None
+            assert resolve_session(session, "not-a-session", idle_timeout=idle, now=t0) is None
+    finally:
+        engine.dispose()
