@@ -33,12 +33,12 @@ _RAW_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.it
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def root() -> RedirectResponse:
     return RedirectResponse("/console", status_code=307)
 
 
-@router.get("/console")
+@router.api_route("/console", methods=["GET", "HEAD"])
 async def console_page() -> FileResponse:
     return FileResponse(
         STATIC_DIR / "index.html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"}

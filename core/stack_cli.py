@@ -342,10 +342,8 @@ def _stack_session(
             stack.spawn("privacy", ["privacy", "run"], metrics=True)
         api_url = stack.start_api()
         stack.print_metrics_endpoints()
-        console.print(
-            f"web console: {api_url}/console  (log in as {CONSOLE_OPERATOR} with "
-            f"{console_credential(settings)} , valid 24 h)"
-        )
+        console.print(f"web console: {api_url}/console, log in as {CONSOLE_OPERATOR} (24 h) with:")
+        console.print(f"  {console_credential(settings)}", soft_wrap=True, highlight=False)
         rates: list[tuple[float, int]] = []
         with Live(console=console, refresh_per_second=2, transient=False) as live:
 

@@ -216,7 +216,8 @@ export function trackMap(points, { width = 420, height = 300 } = {}) {
   const xs = lons.map((lon) => lon * k);
   const minX = Math.min(...xs); const maxX = Math.max(...xs);
   const minY = Math.min(...lats); const maxY = Math.max(...lats);
-  const span = Math.max(maxX - minX, maxY - minY, 1e-5);
+  // At least ~200 m across, so a parked car's GPS jitter stays a small cluster, not a scribble.
+  const span = Math.max(maxX - minX, maxY - minY, 0.002);
   const pad = 16;
   const scale = Math.min(width - 2 * pad, height - 2 * pad) / span;
   const px = (i) => pad + (xs[i] - minX) * scale;

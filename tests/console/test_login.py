@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
+from console.web import STATIC_DIR as STATIC
 from core.auth.service import verify_token
 from core.auth.sessions import SESSION_COOKIE, open_session, resolve_session
 from core.config import Settings
@@ -130,3 +131,19 @@ def test_sessions_end_after_their_lifetime_or_when_idle(settings: Settings) -> N
             assert resolve_session(session, "not-a-session", idle_timeout=idle, now=t0) is None
     finally:
         engine.dispose()
+
+
+def test_the_console_is_served_by_the_api_with_a_same_origin_policy(client: TestClient) -> None:
+    assert client.get("/", follow_redirects=False).headers["location"] == "/console"
+    page = client.get("/console")
+    assert page.status_code == 200 and 'src="/console/static/app.js"' in page.text
+    assert client.head("/console").status_code == 200
+    for response in (page, client.get("/console/static/app.js")):
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "script-src 'self'" in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+    # Nothing in the page's files names another origin.
+    for path in sorted(STATIC.rglob("*")):
+        if path.suffix in (".html", ".js", ".css"):
+            assert "http://" not in path.read_text().replace("http://www.w3.org/2000/svg", "")
+            assert "https://" not in path.read_text(), path
