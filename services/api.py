@@ -95,11 +95,16 @@ def create_service_center(
 @router.get("/service-centers")
 def list_service_centers(
     session: SessionDep,
-    _operator: Operator,
+    principal: OperatorOrCenter,
     active: bool | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[ServiceCenterRead]:
+    """Operators list every center; a service center gets its own (a list of one)."""
+    if principal.role is Role.service_center:
+        own = service.center_of_principal(session, principal)
+        matches = (active is None or own.active == active) and offset == 0
+        return [service.center_read(own)] if matches else []
     centers = repository.list_centers(session, active=active, limit=limit, offset=offset)
     return [service.center_read(c) for c in centers]
 

@@ -267,6 +267,11 @@ def test_roles(client: TestClient, settings: Settings) -> None:
     assert (
         client.post(f"/v1/bookings/{booking_id}/accept", headers=bearer(admin)).status_code == 403
     )
+    # A center listing centers gets its own only; operators get them all.
+    own = client.get("/v1/service-centers", headers=bearer(center_token))
+    assert own.status_code == 200 and [c["id"] for c in own.json()] == [center["id"]]
+    listed = client.get("/v1/service-centers", params={"limit": 1000}, headers=bearer(admin))
+    assert center["id"] in {c["id"] for c in listed.json()}
 
 
 def test_operators_request_cancel_and_rotate(client: TestClient, settings: Settings) -> None:

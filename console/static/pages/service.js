@@ -58,18 +58,11 @@ export async function render(root, _params, ctx) {
     for (const el of [bookingCenter, eventCenter]) clear(el).append(...select(options, filters.center).children);
   }
 
-  // Operators list every center; a service center may not, but it may read its own (the one
-  // its bookings and deliveries name).
-  async function loadCenters(ownIds) {
+  // Operators see every center; a service center its own (the API answers a list of one).
+  async function loadCenters() {
     centers = new Map();
-    if (!operator && ownIds.length === 0) {
-      clear(parts.centers).append(empty("Your center shows here once it has a booking or a delivery."));
-      return;
-    }
     try {
-      const list = operator
-        ? await api.get("/v1/service-centers", { limit: 1000 })
-        : await Promise.all(ownIds.map((id) => api.get(`/v1/service-centers/${id}`)));
+      const list = await api.get("/v1/service-centers", { limit: 1000 });
       for (const c of list) centers.set(c.id, c);
       // Active centers first: the ones bookings can go to now.
       list.sort((a, b) => Number(b.active) - Number(a.active) || a.code.localeCompare(b.code));
@@ -143,12 +136,7 @@ export async function render(root, _params, ctx) {
     } catch (err) {
       clear(parts.counts).append(unavailable(err));
     }
-    let ownIds = [];
-    if (!operator) {
-      const events = await api.get("/v1/webhook-events", { limit: 1 }).catch(() => []);
-      ownIds = [...new Set([...(all || []), ...events].map((x) => x.center_id).filter(Boolean))];
-    }
-    await loadCenters(ownIds);
+    await loadCenters();
     if (all) showCounts(all);
     fillCenterSelects();
     await Promise.all([loadBookings(), loadEvents()]);
