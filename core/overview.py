@@ -154,9 +154,12 @@ class DeadLetterDepth(BaseModel):
 class ConsumerLag(BaseModel):
     group: str
     topic: str
-    lag: int = Field(
+    lag: int | None = Field(
         description="End minus committed offset summed over partitions (end minus beginning "
-        "where the group committed nothing)"
+        "where the group committed nothing); null when the group's offsets could not be read"
+    )
+    error: str | None = Field(
+        default=None, description="Why this group's offsets could not be read (else null)"
     )
 
 
@@ -530,7 +533,7 @@ async def _measure(
             if described["topic"] in wanted and described["error_code"] == 0
         }
         every = [tp for tps in partitions.values() for tp in tps]
-        committed: list[dict[TopicPartition, Any]] = [{} for _ in groups]
+        committed: list[dict[TopicPartition, Any] | BaseException] = [{} for _ in groups]
         beginning: dict[TopicPartition, int] = {}
         end: dict[TopicPartition, int] = {}
         if every:
@@ -538,11 +541,14 @@ async def _measure(
             beginning, end = await asyncio.gather(
                 offsets.beginning_offsets(every), offsets.end_offsets(every)
             )
+            # One group's coordinator not answering (say, on a broker that has not created
+            # its offsets topic yet) leaves that group without a figure, not all of Kafka.
             committed = await asyncio.gather(
                 *(
                     _committed(admin, group, [tp for t in topics for tp in partitions.get(t, [])])
                     for group, topics in groups
-                )
+                ),
+                return_exceptions=True,
             )
     finally:
         await asyncio.gather(admin.close(), offsets.stop(), return_exceptions=True)
@@ -551,8 +557,15 @@ async def _measure(
         return sum(max(end[tp] - beginning[tp], 0) for tp in partitions.get(topic, []))
 
     depths = [DeadLetterDepth(topic=topic, messages=depth(topic)) for topic in dead_letter]
-    lags = []
+    lags: list[ConsumerLag] = []
     for (group, topics), group_offsets in zip(groups, committed, strict=True):
+        if isinstance(group_offsets, BaseException):
+            if not isinstance(group_offsets, Exception):
+                raise group_offsets  # cancellation and the like are not a group's problem
+            reason = _reason(group_offsets)
+            log.warning("Kafka overview: offsets of group %s unavailable: %s", group, reason)
+            lags.extend(ConsumerLag(group=group, topic=t, lag=None, error=reason) for t in topics)
+            continue
         for topic in topics:
             lag = 0
             for tp in partitions.get(topic, []):

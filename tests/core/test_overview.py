@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from fastapi.testclient import TestClient
 
 from core.app import create_app, product_topics
@@ -495,6 +496,23 @@ def test_dead_letter_depth_and_lag_from_a_real_broker(
         (stack.telemetry_dlq_topic, (5 - 2) + 2),  # committed 1, but 2 is the first kept
     ]
 
+    # A group whose coordinator does not answer loses its own figure, not the others'.
+    real = AIOKafkaAdminClient.list_consumer_group_offsets
+
+    async def coordinator_down(self: Any, group_id: str, *args: Any, **kwargs: Any) -> Any:
+        if group_id == "stuck":
+            raise GroupCoordinatorNotAvailableError()
+        return await real(self, group_id, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AIOKafkaAdminClient, "list_consumer_group_offsets", coordinator_down)
+        both = [("stuck", [stack.telemetry_topic]), (group, [stack.telemetry_topic])]
+        partial = asyncio.run(measure_kafka(stack, groups=both))
+    assert partial.available and partial.error is None
+    stuck, measured_group = partial.lag
+    assert (stuck.lag, measured_group.lag) == (None, (10 - 6) + 4)
+    assert stuck.error is not None and "GroupCoordinatorNotAvailable" in stuck.error
+
     with TestClient(create_app(stack)) as client:
         client.app.state.kafka_overview_cache = KafkaOverviewCache(ttl_s=60.0)  # type: ignore[attr-defined]
         body = get_overview(client, overview_db.tokens["admin"]).json()
@@ -513,10 +531,13 @@ def test_dead_letter_depth_and_lag_from_a_real_broker(
             "fleet.battery",
         ]
         assert kafka["lag"] == [
-            *({"group": g, "topic": stack.telemetry_topic, "lag": 14} for g in telemetry_groups),
-            {"group": "fleet.services", "topic": stack.findings_topic, "lag": 0},
-            {"group": "fleet.services", "topic": stack.predictions_topic, "lag": 0},
-            {"group": "fleet.ota", "topic": stack.ota_reports_topic, "lag": 0},
+            *(
+                {"group": g, "topic": stack.telemetry_topic, "lag": 14, "error": None}
+                for g in telemetry_groups
+            ),
+            {"group": "fleet.services", "topic": stack.findings_topic, "lag": 0, "error": None},
+            {"group": "fleet.services", "topic": stack.predictions_topic, "lag": 0, "error": None},
+            {"group": "fleet.ota", "topic": stack.ota_reports_topic, "lag": 0, "error": None},
         ]
         assert body["vehicles"]["total"] == len(EXPECTED_STATUS)
 

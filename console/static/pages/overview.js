@@ -40,7 +40,7 @@ export async function render(root) {
 function view(o) {
   const kafka = o.kafka;
   const deadLetters = kafka.dead_letter.reduce((sum, d) => sum + d.messages, 0);
-  const totalLag = kafka.lag.reduce((sum, l) => sum + l.lag, 0);
+  const totalLag = kafka.lag.reduce((sum, l) => sum + (l.lag ?? 0), 0); // unknown groups aside
   const health = o.vehicles.by_health;
   const tiles = [
     tile("Vehicles", o.vehicles.total, null, "vehicles-total"),
@@ -150,8 +150,9 @@ function kafkaView(kafka) {
   if (!kafka.available) return [h("p", { class: "muted" }, "Not measured: Kafka could not be reached."), measured];
   const groups = new Map();
   for (const l of kafka.lag) {
-    const g = groups.get(l.group) || { group: l.group, lag: 0, topics: [] };
-    g.lag += l.lag;
+    const g = groups.get(l.group) || { group: l.group, lag: 0, topics: [], error: null };
+    if (l.lag === null) g.error = l.error || "offsets not readable";
+    else g.lag += l.lag;
     g.topics.push(l);
     groups.set(l.group, g);
   }
@@ -160,8 +161,8 @@ function kafkaView(kafka) {
       h("h3", {}, "Consumer lag per group"),
       table([
         { label: "Group", value: (g) => h("span", { class: "mono" }, g.group) },
-        { label: "Topics", value: (g) => g.topics.map((t) => h("div", { class: "mono muted" }, `${t.topic}: ${fmtNum(t.lag)}`)) },
-        { label: "Lag", class: "num", value: (g) => fmtNum(g.lag) },
+        { label: "Topics", value: (g) => g.topics.map((t) => h("div", { class: "mono muted" }, `${t.topic}: ${t.lag === null ? "unknown" : fmtNum(t.lag)}`)) },
+        { label: "Lag", class: "num", value: (g) => (g.error ? h("span", { class: "error", title: g.error }, "unknown") : fmtNum(g.lag)) },
       ], [...groups.values()], { emptyText: "No worker group.", rowAttrs: (g) => ({ "data-group": g.group }) }),
       measured),
     h("div", {},
