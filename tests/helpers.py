@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from aiokafka import AIOKafkaConsumer
 
 from core.config import Settings
 from core.vin import make_vin
+from services.issues import IssueSignal
+from services.models import Urgency
 
 
 def new_vin(n: int | None = None) -> str:
@@ -178,3 +181,25 @@ def private_database(url: str, prefix: str) -> Iterator[str | None]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def issue_signal(
+    vin: str,
+    issue_key: str = "coolant_pump",
+    *,
+    urgency: Urgency = Urgency.high,
+    due_in: timedelta = timedelta(days=3),
+    now: datetime,
+    event_id: str | None = None,
+) -> IssueSignal:
+    """A diagnostic finding for ``vin`` as the services worker receives it."""
+    return IssueSignal(
+        event_id=event_id or uuid.uuid4().hex,
+        vin=vin,
+        issue_key=issue_key,
+        kind="diagnostic",
+        urgency=urgency,
+        due_by=now + due_in,
+        observed_at=now,
+        evidence={"source": "alarm", "observed_at": now.isoformat(), "text": f"{urgency} test"},
+    )

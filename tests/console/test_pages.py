@@ -44,11 +44,9 @@ from ota.models import Campaign, InstallRecord, SoftwareImage
 from services import repository as services_repository
 from services import service as services
 from services.delivery import deliver_until_idle
-from services.issues import IssueSignal
-from services.models import Urgency
 from services.schemas import ServiceCenterIn
 from tests.console.conftest import Watched, new_operator
-from tests.helpers import encode
+from tests.helpers import encode, issue_signal
 from tests.ubi.test_battery import SPEC, _ac_charge_20_to_80, _trace
 from tests.ubi.test_scoring import _event, _trip
 from ubi import repository as ubi_repository
@@ -338,21 +336,8 @@ def seed_bookings(
     )
     booked = []
     for booked_vin, issue in ((vin, "coolant_pump"), (vins[7], "lv_battery")):
-        booking = services.apply_signal(
-            session,
-            settings,
-            IssueSignal(
-                event_id=uuid.uuid4().hex,
-                vin=booked_vin,
-                issue_key=issue,
-                kind="diagnostic",
-                urgency=Urgency.high,
-                due_by=now + timedelta(days=3),
-                observed_at=now,
-                evidence={"source": "alarm", "observed_at": now.isoformat(), "text": "hot"},
-            ),
-            now,
-        )
+        sig = issue_signal(booked_vin, issue, now=now)
+        booking = services.apply_signal(session, settings, sig, now)
         assert booking is not None and booking.center_id == center.id, booking
         booked.append(booking)
     services.accept(session, center, booked[1].id)

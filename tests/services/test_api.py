@@ -14,10 +14,8 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from core.db import make_engine, session_scope
 from services import service
-from services.issues import IssueSignal
-from services.models import Urgency
 from tests.diagnostics.test_worker import admin_token
-from tests.helpers import new_vin, register_test_vehicle
+from tests.helpers import issue_signal, new_vin, register_test_vehicle
 from tests.ingestion.conftest import new_vehicle_token
 
 pytestmark = pytest.mark.kafka  # the API's lifespan connects its producer
@@ -67,19 +65,7 @@ def book(settings: Settings, vin: str, issue: str = "coolant_pump") -> uuid.UUID
     try:
         with session_scope(engine) as session:
             booking = service.apply_signal(
-                session,
-                settings,
-                IssueSignal(
-                    event_id=uuid.uuid4().hex,
-                    vin=vin,
-                    issue_key=issue,
-                    kind="diagnostic",
-                    urgency=Urgency.high,
-                    due_by=now + timedelta(days=3),
-                    observed_at=now,
-                    evidence={"source": "alarm", "observed_at": now.isoformat(), "text": "hot"},
-                ),
-                now,
+                session, settings, issue_signal(vin, issue, now=now), now
             )
             assert booking is not None
             return booking.id

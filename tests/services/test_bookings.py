@@ -31,6 +31,7 @@ from services.models import (
     WebhookEvent,
 )
 from services.schemas import CompleteIn, ServiceCenterIn
+from tests.helpers import issue_signal as signal
 from tests.helpers import new_vin
 
 BERLIN = (52.52, 13.405)
@@ -100,27 +101,6 @@ def add_vehicle(
             )
         )
     return vin
-
-
-def signal(
-    vin: str,
-    issue_key: str = "coolant_pump",
-    *,
-    urgency: Urgency = Urgency.high,
-    due_in: timedelta = timedelta(days=3),
-    now: datetime,
-    event_id: str | None = None,
-) -> IssueSignal:
-    return IssueSignal(
-        event_id=event_id or uuid.uuid4().hex,
-        vin=vin,
-        issue_key=issue_key,
-        kind="diagnostic",
-        urgency=urgency,
-        due_by=now + due_in,
-        observed_at=now,
-        evidence={"source": "alarm", "observed_at": now.isoformat(), "text": f"{urgency} test"},
-    )
 
 
 def apply(engine: Engine, settings: Settings, sig: IssueSignal, now: datetime) -> Booking | None:
