@@ -6,6 +6,7 @@ gives exactly what streaming stored. Plus the arrival gate both paths share."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -29,7 +30,7 @@ from core.db import make_engine, session_scope
 from core.stack_cli import register_fleet
 from core.workers import build_runner
 from simulator.delivery import SimConfig
-from simulator.fleet import make_fleet
+from simulator.fleet import Usage, make_fleet
 from simulator.runner import iter_messages
 from tests.helpers import publish_messages
 from ubi.batch import check_against_database, score_archive
@@ -80,7 +81,17 @@ def test_streaming_survives_a_crash_and_equals_the_archive(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(update={"ubi_checkpoint_s": 1.0})
-    fleet = make_fleet(4, seed=random.randrange(10**6), bev_share=0.75)
+    seed = random.randrange(10**6)
+    mark("fleet seed %d", seed)  # to replay a failure
+    fleet = make_fleet(4, seed=seed, bev_share=0.75)
+    # A random fleet may not plug in at all in 1.5 days (about 1 run in 100, say after a
+    # weekend start with full batteries), so one battery vehicle comes home half full to its
+    # own charger: it charges from the start and the stream holds a finished session.
+    first_bev = next(i for i, v in enumerate(fleet) if v.is_bev)
+    fleet[first_bev] = dataclasses.replace(
+        fleet[first_bev], usage=Usage.PRIVATE, home_charger_kw=7.2, plug_in_below_pct=80.0,
+        initial_soc_pct=50.0, charge_limit_pct=90.0,
+    )  # fmt: skip
     vins = [v.vin for v in fleet]
     register_fleet(settings, fleet)
     start_ms = int((time.time() - 2 * DAY_S) * 1000)
@@ -129,7 +140,7 @@ def test_streaming_survives_a_crash_and_equals_the_archive(
     bevs = {v.vin for v in fleet if v.is_bev}
     assert {h.vin for h in after["health"]} == bevs
     assert {s.vin for s in after["sessions"]} <= bevs
-    assert after["sessions"], "battery vehicles charged in 1.5 days"
+    assert after["sessions"], "the battery vehicle that came home half full charged"
 
     # The archive, replayed through the same analytics, gives exactly what was stored.
     for kind in ("ubi", "battery"):
