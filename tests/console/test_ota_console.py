@@ -4,11 +4,13 @@ Uptane clients checks in, installs and reports (half over HTTP, half over Kafka)
 
 1. An operator logs in, uploads an image, creates a campaign that needs a second approval and
    sees its dry run (eligible vehicles, wave sizes) before anything can be launched; Launch
-   stays disabled. A second operator approves and launches it; the page shows the canary wave
+   stays disabled. A second operator approves and launches it, pauses and resumes it (before
+   the fleet checks in, so nothing has started); then the page shows the canary wave
    completing and then the whole campaign.
 2. A release that fails to flash on one hardware variant pauses itself in its canary: the page
    shows the automatic pause with its reason and the failures grouped by error code and
-   hardware, and the operator aborts it.
+   hardware. The operator retries the failed vehicles, they fail again and the gate pauses it
+   again; the operator aborts it.
 
 Screenshots of each step go to ``test-output/console/``.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +30,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from core import audit
 from core.config import Settings
-from core.db import make_engine
+from core.db import make_engine, session_scope
 from simulator.ota_fleet import FleetLog, KafkaReports, SimulatedOtaVehicle, run_fleet
 from tests.console.conftest import Watched
 from tests.ota.harness import BAD_HARDWARE, ota_worker, prepare, simulated_fleet
@@ -64,14 +68,23 @@ def test_operators_launch_a_campaign_watch_it_complete_and_see_a_bad_release_pau
         KafkaReports(settings.bootstrap_servers, settings.ota_reports_topic) as kafka,
     ):
         vehicles = simulated_fleet(fleet, console_url, http, tmp_path, kafka, FleetLog(), suffix)
-        with _fleet_running(vehicles):
-            try:
-                good = _launch_and_watch_a_good_release(console, creator, approver, model, suffix)
-                campaigns.append(good)
-                bad = _see_a_bad_release_pause(console, model, suffix, campaigns)
-                campaigns.append(bad)
-            finally:
-                _abort_unfinished(http, console_url, approver[1], campaigns)
+        try:
+            # Launched, paused and resumed before any vehicle checks in: nothing has started.
+            good = _launch_pause_and_resume(console, creator, approver, model, suffix, campaigns)
+            with _fleet_running(vehicles):
+                _watch_a_good_release_complete(console)
+                _see_a_bad_release_pause(console, settings, model, suffix, campaigns)
+        finally:
+            _abort_unfinished(http, console_url, approver[1], campaigns)
+        assert good == campaigns[0]
+        assert _actions(settings, good) == [
+            ("campaign.create", "operator"),
+            ("campaign.approve", "operator"),
+            ("campaign.launch", "operator"),
+            ("campaign.pause", "operator"),
+            ("campaign.resume", "operator"),
+            ("campaign.complete", "gate"),
+        ]
         worker_alive()
     # Everyone got 2.0.0; 3.0.0 reached only canary vehicles on the hardware it flashes on.
     counters = [(v.ecus["BMS"].release_counter, v.ecus["BMS"].hardware_id) for v in vehicles]
@@ -80,12 +93,13 @@ def test_operators_launch_a_campaign_watch_it_complete_and_see_a_bad_release_pau
     assert len(on_bad) < BAD_CANARY and BAD_HARDWARE not in on_bad, counters
 
 
-def _launch_and_watch_a_good_release(
+def _launch_pause_and_resume(
     console: Watched,
     creator: tuple[str, str],
     approver: tuple[str, str],
     model: str,
     suffix: str,
+    campaigns: list[str],
 ) -> str:
     page = console.page
     console.log_in(creator[1])
@@ -93,6 +107,7 @@ def _launch_and_watch_a_good_release(
     image = _upload(page, suffix, "2.0.0", 2)
     console.screenshot("ota-image-uploaded")
     campaign_id = _create(page, f"BMS 2.0.0 {suffix}", image, model, GOOD_WAVES, approval=True)
+    campaigns.append(campaign_id)
 
     # The dry run comes first: every vehicle of the model is eligible, in waves of 5 and 35.
     dry = page.locator("[data-test=dry-run]")
@@ -112,9 +127,26 @@ def _launch_and_watch_a_good_release(
     page.click("#action-approve")
     expect(page.locator("#action-launch")).to_be_enabled()
     page.click("#action-launch")
-    expect(page.locator("#campaign-state")).to_have_attribute("data-state", "running")
+    state = page.locator("#campaign-state")
+    expect(state).to_have_attribute("data-state", "running")
     console.screenshot("campaign-launched")
 
+    # The operator pauses it (the canary's offers are withdrawn) and resumes it (offered again).
+    page.click("#action-pause")
+    expect(state).to_have_attribute("data-state", "paused")
+    expect(page.locator("#pause-reason")).to_have_attribute("data-code", "operator")
+    expect(page.locator("#pause-reason")).to_have_text("Paused by an operator.")
+    console.screenshot("campaign-paused-by-operator")
+    page.click("#action-resume")
+    expect(state).to_have_attribute("data-state", "running")
+    expect(page.locator("#pause-reason")).to_have_count(0)
+    expect(page.locator(".toast-ok").last).to_contain_text("Resumed: running")
+    return campaign_id
+
+
+def _watch_a_good_release_complete(console: Watched) -> None:
+    """The resumed campaign, now that the fleet checks in."""
+    page = console.page
     # The canary wave completes (its gate decision), then the campaign.
     canary = page.locator("[data-test=wave-0]")
     expect(canary).to_have_attribute("data-decision", "complete", timeout=WAVE_TIMEOUT_MS)
@@ -128,12 +160,11 @@ def _launch_and_watch_a_good_release(
     )
     expect(page.locator("#failures")).to_contain_text("No failures reported")
     console.screenshot("campaign-completed")
-    return campaign_id
 
 
 def _see_a_bad_release_pause(
-    console: Watched, model: str, suffix: str, campaigns: list[str]
-) -> str:
+    console: Watched, settings: Settings, model: str, suffix: str, campaigns: list[str]
+) -> None:
     page = console.page
     page.goto("/console#/ota")
     image = _upload(page, suffix, "3.0.0", 3)  # the fleet fails to flash it on BMS-HW-2
@@ -162,10 +193,50 @@ def _see_a_bad_release_pause(
     )
     console.screenshot("campaign-paused-by-gate")
 
+    # Retry failed: the failed vehicles get a new attempt and the campaign runs again; they
+    # fail to flash again, and the gate pauses it again.
+    page.click("#action-retry")
+    expect(page.locator(".toast-ok").last).to_contain_text(
+        re.compile(r"Retrying [1-9]\d* failed vehicles")
+    )
+    # The page shows "paused" until its next refresh, so wait for the gate's second pause in
+    # the audit trail, then see it on the page.
+    _wait_for_actions(settings, campaign_id, ["campaign.retry", "campaign.pause"])
+    state = page.locator("#campaign-state")
+    expect(state).to_have_attribute("data-state", "paused")
+    expect(pause).to_contain_text("Paused automatically by the gate in wave 1 (canary)")
+    expect(failures.first).to_contain_text(BAD_HARDWARE)
+    console.screenshot("campaign-paused-again-after-retry")
+
     page.click("#action-abort")
-    expect(page.locator("#campaign-state")).to_have_attribute("data-state", "aborted")
+    expect(state).to_have_attribute("data-state", "aborted")
     console.screenshot("campaign-aborted")
-    return campaign_id
+    assert _actions(settings, campaign_id) == [
+        ("campaign.create", "operator"),
+        ("campaign.launch", "operator"),
+        ("campaign.pause", "gate"),
+        ("campaign.retry", "operator"),
+        ("campaign.pause", "gate"),
+        ("campaign.abort", "operator"),
+    ]
+
+
+def _actions(settings: Settings, campaign_id: str) -> list[tuple[str, str]]:
+    """The campaign's audit trail, oldest first: (action, who: the gate or an operator)."""
+    engine = make_engine(settings)
+    try:
+        with session_scope(engine) as session:
+            events = audit.list_events(session, subject=f"campaign:{campaign_id}")
+            return [(e.action, "gate" if e.actor == "gate" else "operator") for e in events][::-1]
+    finally:
+        engine.dispose()
+
+
+def _wait_for_actions(settings: Settings, campaign_id: str, tail: list[str]) -> None:
+    deadline = time.monotonic() + WAVE_TIMEOUT_MS / 1000
+    while [a for a, _who in _actions(settings, campaign_id)][-len(tail) :] != tail:
+        assert time.monotonic() < deadline, _actions(settings, campaign_id)
+        time.sleep(0.2)
 
 
 def _upload(page: Page, suffix: str, version: str, counter: int) -> str:

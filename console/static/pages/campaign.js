@@ -10,12 +10,13 @@ import {
 
 const REASONS = {
   operator: (r) => `Paused by an operator${r.note ? `: ${r.note}` : ""}.`,
+  // The figures are those the gate saw when it paused; the waves and failures below are live.
   failure_rate_above_limit: (r) =>
-    `Failure rate above the gate's limit: ${r.failed_vehicles} of ${r.reported} reports failed; even the `
-    + `lower bound of the failure rate (${fmtPct(r.lower_bound)}) is above the limit ${fmtPct(r.limit)}.`,
+    `Failure rate above the gate's limit: when it paused, ${r.failed_vehicles} of ${r.reported} reports had failed; `
+    + `even the lower bound of the failure rate (${fmtPct(r.lower_bound)}) was above the limit ${fmtPct(r.limit)}.`,
   success_threshold_unreachable: (r) =>
-    `Success threshold unreachable: ${r.failed_vehicles} of ${r.total} vehicles failed, so at most `
-    + `${fmtPct(r.max_success_rate)} can succeed, below the required ${fmtPct(r.success_threshold)}.`,
+    `Success threshold unreachable: when it paused, ${r.failed_vehicles} of ${r.total} vehicles had failed, so at most `
+    + `${fmtPct(r.max_success_rate)} could succeed, below the required ${fmtPct(r.success_threshold)}.`,
 };
 
 function reasonText(reason) {
@@ -144,7 +145,7 @@ export async function render(root, { campaignId }) {
     if (c.state === "paused" && c.pause_reason) {
       const automatic = c.pause_reason.code !== "operator";
       pauseBox.append(h("div", { class: "alert alert-warning", id: "pause-reason", dataset: { code: c.pause_reason.code } },
-        h("strong", {}, automatic ? `Paused automatically by the gate in ${waveName(c.pause_reason.wave ?? c.current_wave, c.waves.length).toLowerCase()}. ` : "Paused. "),
+        automatic ? h("strong", {}, `Paused automatically by the gate in ${waveName(c.pause_reason.wave ?? c.current_wave, c.waves.length).toLowerCase()}. `) : null,
         reasonText(c.pause_reason)));
     }
     if (c.state !== lastState) renderActions(c);
