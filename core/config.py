@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(default=8.0, gt=0)
     console_idle_minutes: float = Field(default=30.0, gt=0)
     console_cookie_secure: bool = False
+    signals_lookback_days: int = Field(default=90, ge=1, le=36_600)
 
     ingest_max_body_bytes: int = 1_048_576
     ingest_max_decompressed_bytes: int = 8_388_608

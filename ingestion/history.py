@@ -6,7 +6,9 @@ replayed and historic data show as well as live data. Reading touches only what 
 
 * the newest ``date=`` partition holding the vehicle is found by scanning the partitions
   newest first (only ``vin`` and ``ts``; the files are sorted by ``vin``, so Parquet row-group
-  statistics skip most of them);
+  statistics skip most of them), at most ``lookback_days`` days of them counted back from the
+  archive's newest partition (``FLEET_SIGNALS_LOOKBACK_DAYS``), so a vehicle that never sent
+  data costs a bounded scan, not one of the whole archive;
 * then only the partitions the window overlaps are opened, with only the asked-for columns,
   filtered on ``vin`` and ``ts`` in the scan (predicate pushdown).
 
@@ -104,10 +106,16 @@ def signal_history(
     *,
     minutes: int,
     max_points: int,
+    lookback_days: int | None = None,
 ) -> SignalHistory:
-    """The last ``minutes`` of ``signals`` and the track of ``vin`` up to its newest sample."""
+    """The last ``minutes`` of ``signals`` and the track of ``vin`` up to its newest sample,
+    searched for in the newest ``lookback_days`` days of partitions (None: all of them)."""
     partitions = date_partitions(archive)
-    newest = _newest_sample(archive, vin, partitions)
+    searched = partitions
+    if lookback_days is not None and partitions:
+        first = partitions[-1][0] - timedelta(days=lookback_days - 1)
+        searched = [(day, path) for day, path in partitions if day >= first]
+    newest = _newest_sample(archive, vin, searched)
     if newest is None:
         return SignalHistory(
             vin=vin,

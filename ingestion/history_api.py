@@ -39,6 +39,7 @@ Archive = Annotated[ParquetArchive, Depends(archive)]
 @router.get("/vehicles/{vin}/signals", responses=RESPONSES)
 def read_signal_history(
     vin: PathVin,
+    request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
     store: Archive,
@@ -58,8 +59,17 @@ def read_signal_history(
 ) -> SignalHistory:
     """The last `minutes` of a vehicle's signals and its GPS track, ending at its newest
     archived sample (so historic and simulated data show too), each series downsampled to at
-    most `max_points` by time-bucket means. Without archived data: empty series and
-    `"from": null, "to": null`. Admins, fleet operators and the vehicle's owners."""
+    most `max_points` by time-bucket means. The newest sample is looked for in the archive's
+    newest `FLEET_SIGNALS_LOOKBACK_DAYS` days (90 by default); without archived data there:
+    empty series and `"from": null, "to": null`. Admins, fleet operators and the vehicle's
+    owners."""
     authorize_vehicle(session, principal, vin)
     names = history.check_signals(signal or history.DEFAULT_SIGNALS, store.catalog)
-    return history.signal_history(store, vin, names, minutes=minutes, max_points=max_points)
+    return history.signal_history(
+        store,
+        vin,
+        names,
+        minutes=minutes,
+        max_points=max_points,
+        lookback_days=request.app.state.settings.signals_lookback_days,
+    )

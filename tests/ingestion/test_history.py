@@ -296,6 +296,37 @@ def test_a_vehicle_without_archived_data(world: World) -> None:
     assert set(body["signals"]) == set(DEFAULT_SIGNALS)
 
 
+def test_the_search_for_the_newest_sample_looks_back_a_bounded_number_of_days(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted back from the archive's newest day (2026-03-05), whatever the wall clock says."""
+    opened: list[str] = []
+
+    def listing(fs: Any, partition: str) -> list[str]:
+        opened.append(Path(partition).name.removeprefix("date="))
+        return data_files(fs, partition)
+
+    monkeypatch.setattr(history, "data_files", listing)
+    archive = ParquetArchive(world.settings.archive_location)
+
+    def newest(vin: str, days: int | None) -> datetime | None:
+        opened.clear()
+        return history.signal_history(
+            archive, vin, [SPEED], minutes=60, max_points=10, lookback_days=days
+        ).to
+
+    # A vehicle with no data opens only the partitions of the last `days` days.
+    assert newest(world.empty, 1) is None and opened == ["2026-03-05"]
+    assert newest(world.empty, 4) is None and opened == ["2026-03-05", "2026-03-02"]
+    assert newest(world.empty, None) is None and len(opened) == 4  # the whole archive
+    # Data older than the look-back is not found; inside it, it is.
+    assert newest(world.vin, 3) is None
+    assert newest(world.vin, 4) == NEWEST
+    assert newest(world.other, 1) == datetime(2026, 3, 5, 8, tzinfo=UTC)
+    assert world.settings.signals_lookback_days == 90  # the API's default reaches all of them
+    assert world.get(world.vin).json()["to"] == NEWEST.isoformat().replace("+00:00", "Z")
+
+
 def test_unknown_and_non_numeric_signals_are_refused_by_name(world: World) -> None:
     response = world.get(world.vin, signal=[SPEED, "Vehicle.NoSuchThing"])
     assert response.status_code == 422
