@@ -645,7 +645,13 @@ def pause(
 ) -> Campaign:
     campaign = get(session, campaign_id, for_update=True)
     _require(campaign, (CampaignState.running.value,), "pause")
-    _pause(session, settings, campaign, actor=actor, reason={"code": "operator", "note": note})
+    _pause(
+        session,
+        settings,
+        campaign,
+        actor=actor,
+        reason={"code": "operator", "by": actor, "note": note},
+    )
     return campaign
 
 

@@ -135,7 +135,7 @@ def _launch_pause_and_resume(
     page.click("#action-pause")
     expect(state).to_have_attribute("data-state", "paused")
     expect(page.locator("#pause-reason")).to_have_attribute("data-code", "operator")
-    expect(page.locator("#pause-reason")).to_have_text("Paused by an operator.")
+    expect(page.locator("#pause-reason")).to_have_text(f"Paused by {approver[0]}.")
     console.screenshot("campaign-paused-by-operator")
     page.click("#action-resume")
     expect(state).to_have_attribute("data-state", "running")

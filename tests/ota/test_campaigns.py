@@ -1133,4 +1133,5 @@ def test_a_gate_evaluation_that_started_before_a_pause_releases_no_wave(fleet: F
 
     campaign = fleet.campaign(campaign_id)
     assert (campaign.state, campaign.current_wave) == ("paused", 0)
+    assert campaign.pause_reason == {"code": "operator", "by": "bob", "note": "looks wrong"}
     assert fleet.offered(rest) == dict.fromkeys(rest, False)

@@ -9,7 +9,7 @@ import {
 } from "../ui.js";
 
 const REASONS = {
-  operator: (r) => `Paused by an operator${r.note ? `: ${r.note}` : ""}.`,
+  operator: (r) => `Paused by ${r.by || "an operator"}${r.note ? `: ${r.note}` : ""}.`,
   // The figures are those the gate saw when it paused; the waves and failures below are live.
   failure_rate_above_limit: (r) =>
     `Failure rate above the gate's limit: when it paused, ${r.failed_vehicles} of ${r.reported} reports had failed; `
