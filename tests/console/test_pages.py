@@ -255,7 +255,15 @@ def seed_campaign(session: Session, vins: list[str], admin_name: str, now: datet
         gate={"success_threshold": 0.95, "max_failure_rate": 0.05, "min_reports": 5, "z": 1.96},
         salt=suffix,
         current_wave=0,
-        pause_reason={"code": "operator", "note": "supplier recall check"},
+        pause_reason={  # as the gate writes it (ota.campaigns.evaluate)
+            "code": "success_threshold_unreachable",
+            "wave": 0,
+            "total": 5,
+            "failed_vehicles": 1,
+            "max_success_rate": 0.8,
+            "success_threshold": 0.95,
+            "failures": [],
+        },
         created_by=admin_name,
         launched_at=now - timedelta(hours=2),
     )
@@ -464,7 +472,35 @@ def check_overview(console: Watched, settings: Settings, seeded: Seeded, token: 
     campaign = page.locator(f"tr[data-campaign='{seeded.campaign_id}']")
     expect(campaign).to_contain_text("paused")
     expect(campaign).to_contain_text("2 succeeded · 1 failed · 1 in progress of 5")
-    expect(campaign).to_contain_text("Paused: operator – supplier recall check")
+    expect(campaign.locator("[data-test=pause-reason]")).to_have_text(
+        "Paused automatically by the gate in wave 1 (canary). Success threshold unreachable: when"
+        " it paused, 1 of 5 vehicles had failed, so at most 80.0 % could succeed, below the"
+        " required 95.0 %."
+    )
+    # Reasons stored before the gate kept `failed_vehicles` (its count was in `failures`, or
+    # lost under the failure groups) still read in words.
+    texts = page.evaluate(
+        """async (reasons) => {
+            const { pauseReasonText } = await import("/console/static/campaigns.js");
+            return reasons.map(pauseReasonText);
+        }""",
+        [
+            {"code": "failure_rate_above_limit", "failures": 3, "reported": 5,
+             "lower_bound": 0.23, "limit": 0.05},
+            {"code": "success_threshold_unreachable", "failures": [{"error_code": "E"}],
+             "total": 12, "max_success_rate": 0.9, "success_threshold": 0.95},
+            {"code": "operator", "by": "ops-1"},
+            {"code": "a_future_code", "note": "why"},
+        ],
+    )  # fmt: skip
+    assert texts == [
+        "Failure rate above the gate's limit: when it paused, 3 of 5 reports had failed; even the"
+        " lower bound of the failure rate (23.0 %) was above the limit 5.0 %.",
+        "Success threshold unreachable: when it paused, at most 90.0 % could succeed, below the"
+        " required 95.0 %.",
+        "Paused by ops-1.",
+        "Paused: a_future_code: why.",
+    ]
     assert campaign.locator(".progress-seg").count() == 3
     expect(page.locator("section", has_text="Recent alerting predictions")).to_contain_text(
         PREDICTION_REASON

@@ -3,38 +3,17 @@
 // and the operator's controls (pause, resume, abort, retry failed). Polls while it runs.
 
 import { api } from "../api.js";
+import { pauseHeadline, pauseReasonText, waveName } from "../campaigns.js";
 import {
   actionButton, badge, clear, empty, errorBox, fmtNum, fmtPct, fmtTime, h, kv, link, poll,
   progressBar, section, stat, table, toast,
 } from "../ui.js";
-
-const REASONS = {
-  operator: (r) => `Paused by ${r.by || "an operator"}${r.note ? `: ${r.note}` : ""}.`,
-  // The figures are those the gate saw when it paused; the waves and failures below are live.
-  failure_rate_above_limit: (r) =>
-    `Failure rate above the gate's limit: when it paused, ${r.failed_vehicles} of ${r.reported} reports had failed; `
-    + `even the lower bound of the failure rate (${fmtPct(r.lower_bound)}) was above the limit ${fmtPct(r.limit)}.`,
-  success_threshold_unreachable: (r) =>
-    `Success threshold unreachable: when it paused, ${r.failed_vehicles} of ${r.total} vehicles had failed, so at most `
-    + `${fmtPct(r.max_success_rate)} could succeed, below the required ${fmtPct(r.success_threshold)}.`,
-};
-
-function reasonText(reason) {
-  if (!reason) return "";
-  const explain = REASONS[reason.code];
-  return explain ? explain(reason) : `${reason.code}`;
-}
 
 function targetText(filter) {
   const parts = Object.entries(filter || {})
     .filter(([, v]) => v !== null && !(Array.isArray(v) && v.length === 0))
     .map(([k, v]) => `${k.replaceAll("_", " ")}: ${Array.isArray(v) ? v.map((x) => (typeof x === "object" ? JSON.stringify(x) : x)).join(", ") : v}`);
   return parts.length ? parts.join("; ") : "every vehicle";
-}
-
-function waveName(index, total) {
-  if (index === 0 && total > 1) return "Wave 1 (canary)";
-  return `Wave ${index + 1}`;
 }
 
 function waveBlock(wave, index, campaign) {
@@ -143,10 +122,9 @@ export async function render(root, { campaignId }) {
       h("span", { class: "spacer" }), link("#/ota", "← all campaigns"));
     clear(pauseBox);
     if (c.state === "paused" && c.pause_reason) {
-      const automatic = c.pause_reason.code !== "operator";
+      const headline = pauseHeadline(c.pause_reason, c.current_wave, c.waves.length);
       pauseBox.append(h("div", { class: "alert alert-warning", id: "pause-reason", dataset: { code: c.pause_reason.code } },
-        automatic ? h("strong", {}, `Paused automatically by the gate in ${waveName(c.pause_reason.wave ?? c.current_wave, c.waves.length).toLowerCase()}. `) : null,
-        reasonText(c.pause_reason)));
+        headline ? h("strong", {}, headline) : null, pauseReasonText(c.pause_reason)));
     }
     if (c.state !== lastState) renderActions(c);
     drySection.hidden = !["draft", "approved"].includes(c.state);

@@ -2,6 +2,7 @@
 // from GET /v1/fleet/overview, refreshed every 5 s.
 
 import { api } from "../api.js";
+import { pauseHeadline, pauseReasonText } from "../campaigns.js";
 import {
   badge, clear, fmtNum, fmtPct, fmtTime, h, link, poll, progressBar, section, stat,
   table, unavailable,
@@ -107,19 +108,16 @@ function campaignsTable(campaigns) {
             ? `${c.succeeded} succeeded · ${c.failed} failed · ${c.in_progress} in progress of ${c.targeted}`
             : "not launched yet",
         }),
-        c.pause_reason ? pauseReason(c.pause_reason) : null,
+        c.pause_reason ? pauseReason(c) : null,
       ],
     },
   ], campaigns, { emptyText: "No campaign under way.", rowAttrs: (c) => ({ "data-campaign": c.id }) });
 }
 
-function pauseReason(reason) {
-  const { code, note, ...rest } = reason;
-  return h("div", { class: "pause-reason", "data-test": "pause-reason" },
-    h("span", { class: "error" }, `Paused: ${code || "unknown reason"}${note ? ` – ${note}` : ""}`),
-    Object.keys(rest).length
-      ? h("details", {}, h("summary", { class: "muted" }, "details"), h("pre", { class: "json" }, JSON.stringify(rest, null, 2)))
-      : null);
+function pauseReason(c) {
+  const reason = c.pause_reason;
+  return h("div", { class: "pause-reason", "data-test": "pause-reason", dataset: { code: reason.code } },
+    h("span", { class: "error" }, pauseHeadline(reason, c.current_wave, c.waves), pauseReasonText(reason)));
 }
 
 function alarmsTable(alarms) {
