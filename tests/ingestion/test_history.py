@@ -265,16 +265,20 @@ def test_track_leaves_out_erased_positions(world: World) -> None:
     assert [t for t, _, _ in few] == sorted(t for t, _, _ in few)
 
 
-def test_only_the_partitions_needed_are_opened(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened: list[str] = []
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The days of the partitions the history reader lists, in order."""
+    days: list[str] = []
 
     def listing(fs: Any, partition: str) -> list[str]:
-        opened.append(Path(partition).name.removeprefix("date="))
+        days.append(Path(partition).name.removeprefix("date="))
         return data_files(fs, partition)
 
     monkeypatch.setattr(history, "data_files", listing)
+    return days
+
+
+def test_only_the_partitions_needed_are_opened(world: World, opened: list[str]) -> None:
     assert world.get(world.vin, minutes=60, signal=SPEED).json()["rows"] == SAMPLES - 1
     # The newest sample: the other vehicle's newer day, then the vehicle's own newest day;
     # then the window's two days. Never 2026-02-20.
@@ -297,16 +301,9 @@ def test_a_vehicle_without_archived_data(world: World) -> None:
 
 
 def test_the_search_for_the_newest_sample_looks_back_a_bounded_number_of_days(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, opened: list[str]
 ) -> None:
     """Counted back from the archive's newest day (2026-03-05), whatever the wall clock says."""
-    opened: list[str] = []
-
-    def listing(fs: Any, partition: str) -> list[str]:
-        opened.append(Path(partition).name.removeprefix("date="))
-        return data_files(fs, partition)
-
-    monkeypatch.setattr(history, "data_files", listing)
     archive = ParquetArchive(world.settings.archive_location)
 
     def newest(vin: str, days: int | None) -> datetime | None:
