@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from core.auth.deps import AUTH_ERROR_RESPONSES, CurrentPrincipal
-from core.deps import SessionDep
+from core.deps import SessionDep, SettingsDep
 from core.vin import VinStr
 from ingestion import history
 from ingestion.archive import ParquetArchive
@@ -39,8 +39,8 @@ Archive = Annotated[ParquetArchive, Depends(archive)]
 @router.get("/vehicles/{vin}/signals", responses=RESPONSES)
 def read_signal_history(
     vin: PathVin,
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     principal: CurrentPrincipal,
     store: Archive,
     signal: Annotated[
@@ -71,5 +71,5 @@ def read_signal_history(
         names,
         minutes=minutes,
         max_points=max_points,
-        lookback_days=request.app.state.settings.signals_lookback_days,
+        lookback_days=settings.signals_lookback_days,
     )

@@ -31,7 +31,7 @@ export function waveName(index, total) {
   return `Wave ${index + 1}`;
 }
 
-export function isAutomaticPause(reason) {
+function isAutomaticPause(reason) {
   return Boolean(reason) && reason.code !== "operator";
 }
 
