@@ -15,6 +15,7 @@ pdm            PdM scoring vs raw LightGBM ``Booster.predict`` on the same featu
 events         harsh-event detection vs a plain pyarrow scan
 battery        battery-health estimator vs a plain pyarrow scan
 scoring        UBI and battery scoring from the archive vs a plain pyarrow dataset scan
+signals        a vehicle's signal history (console) vs a bare pyarrow read of its window
 partner        insurer score API vs a bare FastAPI endpoint
 scaleout       1 and 2 worker processes vs Kafka's own ``kafka-consumer-perf-test``
 =============  ==========================================================================
@@ -114,6 +115,17 @@ def _scoring_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _signals_rows(r: dict[str, Any]) -> list[Row]:
+    return [
+        ("signal history of a vehicle, ms vs bare pyarrow window read",
+         _get(r, "with_data", "ours_ms"), _get(r, "with_data", "baseline_ms"),
+         _get(r, "with_data", "ratio")),
+        ("signal history without data, ms: look-back vs whole archive",
+         _get(r, "without_data", "lookback_ms"), _get(r, "without_data", "whole_archive_ms"),
+         _get(r, "without_data", "speedup")),
+    ]  # fmt: skip
+
+
 def _partner_rows(r: dict[str, Any]) -> list[Row]:
     return [("partner score API requests/s vs bare FastAPI", _get(r, "item", "requests_per_s"),
              _get(r, "bare", "requests_per_s"), r.get("ratio"))]
@@ -157,6 +169,9 @@ BENCHMARKS = [
     Benchmark("scoring", "loadtest.bench_scoring", ["--json-only"],
               ["--vehicles", "4", "--days", "2", "--repeat", "1"],
               timeout_s=600.0, rows=_scoring_rows),
+    Benchmark("signals", "loadtest.bench_signals", ["--json-only"],
+              ["--days", "30", "--vehicles", "5", "--repeat", "2"],
+              timeout_s=600.0, rows=_signals_rows),
     Benchmark("partner", "loadtest.bench_partner", ["--json-only"],
               ["--seconds", "4", "--warmup-seconds", "1", "--list-seconds", "2",
                "--wait-quiet", "0"], timeout_s=700.0, rows=_partner_rows),
