@@ -26,6 +26,27 @@ def new_vin(n: int | None = None) -> str:
     return make_vin("WVW", "ZZZ1K", "N", "T", serial)
 
 
+def run_until_consumed(runner: Any, count: int, timeout_s: float = 60.0) -> Any:
+    """Run a worker's ``Runner`` until it has consumed ``count`` records, then let it drain,
+    commit and stop; its stats. Unlike ``run(until_idle_s=...)``, a slow group join or offset
+    fetch on a busy machine cannot end the run before the records arrive."""
+
+    async def go() -> Any:
+        task = asyncio.create_task(runner.run())
+        deadline = time.monotonic() + timeout_s
+        try:
+            while runner.stats.consumed < count and not task.done():
+                assert time.monotonic() < deadline, (
+                    f"consumed {runner.stats.consumed} of {count} records in {timeout_s:g} s"
+                )
+                await asyncio.sleep(0.05)
+        finally:
+            runner.stop()
+        return await task
+
+    return asyncio.run(go())
+
+
 def message(
     vin: str,
     *,

@@ -15,15 +15,18 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from core.workers import build_runner
 from ingestion.archive import ParquetArchive
-from tests.helpers import encode, headers_dict, message, new_vin, read_topic
+from tests.helpers import encode, headers_dict, message, new_vin, read_topic, run_until_consumed
 
 pytestmark = pytest.mark.kafka
 
 
-def run_archive(settings: Settings, idle_s: float = 3.0) -> dict:
+def run_archive(settings: Settings, idle_s: float = 3.0, *, expect: int | None = None) -> dict:
+    """Until idle for ``idle_s``, or (``expect``) until that many records were consumed."""
     # A group of this test's own (its topics are unique): a worker killed by another test
     # stays a member of the shared "fleet.archive" group until its session times out.
     runner = build_runner(settings, "archive", group_id=f"archive-{settings.telemetry_topic}")
+    if expect is not None:
+        return run_until_consumed(runner, expect).as_dict()
     stats = asyncio.run(runner.run(until_idle_s=idle_s))
     return stats.as_dict()
 
@@ -151,9 +154,10 @@ def test_restarted_worker_does_not_archive_twice(settings: Settings) -> None:
             await producer.stop()
 
     asyncio.run(produce(range(0, 20)))
-    run_archive(settings)
+    assert run_archive(settings, expect=20)["consumed"] == 20
     asyncio.run(produce(range(10, 30)))  # 10 re-sent duplicates, 10 new
-    stats = run_archive(settings)
+    stats = run_archive(settings, expect=20)
+    assert stats["consumed"] == 20  # it went on from the committed offsets
     assert stats["duplicates"] == 10
     table = ParquetArchive(settings.archive_location).dataset().to_table(columns=["message_id"])
     ids = table["message_id"].to_pylist()
