@@ -202,6 +202,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = set(revoked)
+        self.runner._ready -= revoked
         if revoked:
             async with self.runner.batch_lock:
                 await self.runner.flush_and_commit()
@@ -214,8 +215,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runner.stats.rebalances += 1
         self.runner.metrics.rebalances.inc()
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
-        if assigned:
-            await self.runner.handler.on_assigned(assigned)
+        try:
+            if assigned:
+                await self.runner.handler.on_assigned(assigned)
+        except BaseException as exc:
+            self.runner._assign_error = exc  # the poll loop raises it
+            raise
+        self.runner._ready |= assigned
 
 
 class KafkaRunner:
@@ -250,6 +256,9 @@ class KafkaRunner:
         """Held while a batch is handled, during tick and commit, and while a revocation
         flushes (see the docstring)."""
         self._committed: dict[TopicPartition, int] = {}
+        self._ready: set[TopicPartition] = set()
+        """Partitions whose ``handler.on_assigned`` has completed (see ``_when_ready``)."""
+        self._assign_error: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.metrics = WorkerMetrics.bind(name)
@@ -340,6 +349,8 @@ class KafkaRunner:
                 )
                 self.stats.last_poll_at = time.time()
                 self.metrics.last_poll.set(self.stats.last_poll_at)
+                if batch and not self._ready.issuperset(batch):
+                    batch = await self._when_ready(batch)
                 if batch or not self.consumer.assignment():
                     # Idle means "assigned and nothing arrived": a slow group join on a busy
                     # machine does not count.
@@ -370,6 +381,28 @@ class KafkaRunner:
             await self.handler.close()
             self.write_stats()
         return self.stats
+
+    async def _when_ready(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The batch once every partition in it is ready. aiokafka may hand out records of a
+        newly assigned partition while the rebalance listener still runs (aio-libs/aiokafka
+        #738), i.e. before ``handler.on_assigned`` loaded what the handler needs for it (the
+        archive's stored message keys, for one: without them a re-sent message would be
+        archived twice). So wait for the listener; records of a partition revoked meanwhile
+        are dropped (uncommitted, so its next owner reads them)."""
+        assert self.consumer is not None
+        while True:
+            if self._assign_error is not None:
+                raise RuntimeError("the handler failed on a partition assignment") from (
+                    self._assign_error
+                )
+            assigned = self.consumer.assignment()
+            if all(tp in self._ready or tp not in assigned for tp in batch):
+                return {tp: records for tp, records in batch.items() if tp in self._ready}
+            if self._stopping.is_set():
+                return {}
+            await asyncio.sleep(0.01)
 
     async def _handle(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         started = time.perf_counter()

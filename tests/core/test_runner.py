@@ -150,6 +150,46 @@ async def test_invalid_ratio_limit_stops_the_worker_without_committing(
     assert (await committed(kafka_bootstrap, group, topic, 1)) == {0: 0}
 
 
+class SlowToAssignHandler(RecordingHandler):
+    """Loads per-partition state slowly on assignment (as the archive loads its stored keys),
+    and notes any batch that arrives for a partition before that finished."""
+
+    def __init__(self, stored: list[tuple[int, int]]) -> None:
+        super().__init__(stored)
+        self.loaded: set[TopicPartition] = set()
+        self.early: list[TopicPartition] = []
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        await asyncio.sleep(1.5)
+        self.loaded |= partitions
+
+    async def process(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> HandlerResult:
+        self.early += [tp for tp in batch if tp not in self.loaded]
+        return await super().process(batch)
+
+
+@pytest.mark.kafka
+async def test_no_record_reaches_the_handler_before_its_partition_is_loaded(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """aiokafka can return records of a new assignment while the rebalance listener still
+    runs (aio-libs/aiokafka#738); the runner holds them until ``on_assigned`` is done."""
+    topic, group = unique_name, f"{unique_name}-g"
+    await ensure_topics(kafka_bootstrap, {topic: 2, f"{topic}.dlq": 1})
+    await produce(kafka_bootstrap, topic, [b"v%d" % i for i in range(100)])
+    stored: list[tuple[int, int]] = []
+    runner = make_runner(kafka_bootstrap, topic, group, stored)
+    handler = SlowToAssignHandler(stored)
+    runner.handler = handler
+    task = asyncio.create_task(runner.run())
+    await wait_until(lambda: len(stored) >= 100)
+    runner.stop()
+    await task
+    assert handler.early == [] and len(set(stored)) == 100
+
+
 def test_invalid_ratio_window() -> None:
     limit = InvalidRatioLimit(max_ratio=0.5, min_messages=100, window=200)
     limit.record(valid=90, invalid=9)  # below the minimum: never trips

@@ -158,7 +158,7 @@ def test_restarted_worker_does_not_archive_twice(settings: Settings) -> None:
     asyncio.run(produce(range(10, 30)))  # 10 re-sent duplicates, 10 new
     stats = run_archive(settings, expect=20)
     assert stats["consumed"] == 20  # it went on from the committed offsets
-    assert stats["duplicates"] == 10
+    assert stats["duplicates"] == 10, stats
     table = ParquetArchive(settings.archive_location).dataset().to_table(columns=["message_id"])
     ids = table["message_id"].to_pylist()
     assert len(set(ids)) == 30
