@@ -6,6 +6,7 @@ health endpoint shows all three."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -32,7 +33,7 @@ from simulator.fleet import make_fleet
 from simulator.runner import iter_messages
 from tests.diagnostics.test_pdm import CONFIG, PLAN
 from tests.diagnostics.test_worker import admin_token
-from tests.helpers import publish_messages, read_topic, register_test_vehicle
+from tests.helpers import new_vin, publish_messages, read_topic, register_test_vehicle
 
 pytestmark = pytest.mark.kafka
 
@@ -57,6 +58,8 @@ def test_risk_rises_as_the_coolant_pump_fails(settings: Settings, client: TestCl
     # Healthy for 4 days, then 7 days of degradation until the pump fails.
     fault = FaultSpec(kind=FaultKind.COOLANT_PUMP, onset_s=4 * DAY_S, failure_s=11 * DAY_S)
     vehicle = make_fleet(1, seed=33, bev_share=0.0, commercial_share=0.0, faults={0: [fault]})[0]
+    # Its own VIN: the database may outlive this test (a local run), with this seed's rows.
+    vehicle = dataclasses.replace(vehicle, vin=new_vin())
     register_test_vehicle(settings, vehicle.vin)
     start_ms = int((time.time() - 11 * DAY_S) * 1000)
     config = SimConfig(sample_interval_s=60.0, samples_per_message=10)

@@ -5,6 +5,7 @@ worker replays the same records."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 
@@ -22,7 +23,7 @@ from simulator.delivery import SimConfig
 from simulator.faults import FaultKind, FaultSpec
 from simulator.fleet import make_fleet
 from simulator.runner import iter_messages
-from tests.helpers import publish_messages, read_topic, register_test_vehicle
+from tests.helpers import new_vin, publish_messages, read_topic, register_test_vehicle
 
 pytestmark = pytest.mark.kafka
 
@@ -51,6 +52,8 @@ def test_a_failing_coolant_pump_reaches_the_health_endpoint(
     settings = settings.model_copy(update={"diagnostics_late_after_s": 3 * DAY_S})
     fault = FaultSpec(kind=FaultKind.COOLANT_PUMP, onset_s=0.0, failure_s=0.5 * DAY_S)
     vehicle = make_fleet(1, seed=21, bev_share=0.0, faults={0: [fault]})[0]
+    # Its own VIN: the database may outlive this test (a local run), with this seed's rows.
+    vehicle = dataclasses.replace(vehicle, vin=new_vin())
     vin = vehicle.vin
     register_test_vehicle(settings, vin)
 
